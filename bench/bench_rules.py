@@ -1,0 +1,266 @@
+"""Rule memory benchmarks: recall quality, 1M-rule scale, Redis load time, SPRI cost.
+
+Run from the project root (the data lives next to it, in ../shared/data):
+
+    python bench/bench_rules.py            # everything (about 10 min on 2 cores, first run longer)
+    python bench/bench_rules.py --quick    # 100k rules instead of 1M, no Redis 1M load
+    python bench/bench_rules.py --only quality
+
+Every figure is printed next to its baseline, measured in the same run. Rule vectors are cached
+on disk, so the first quality run embeds ~4,800 texts with MiniLM (about 90 s) and later runs
+do not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from pluralism.embedding import default_embedder  # noqa: E402
+from pluralism.rules import FusionWeights, RuleIndex  # noqa: E402
+from pluralism.rules._vectors import VectorCache  # noqa: E402
+from pluralism.types import Rule  # noqa: E402
+
+DATA = Path(os.environ.get("PLURALISM_DATA", ROOT.parent / "shared" / "data"))
+
+SIDES = {
+    "dense": FusionWeights(dense=1.0, lexical=0.0, lexical_cjk=0.0),
+    "lexical": FusionWeights(dense=0.0, lexical=1.0, lexical_cjk=1.0),
+    "fused": FusionWeights(),
+}
+
+
+def opo_set() -> tuple[list[str], list[tuple[str, set[int]]]]:
+    """Memory: every distinct gold principle + the 1,300 sampled rules; queries: the questions."""
+    texts: list[str] = []
+    index: dict[str, int] = {}
+
+    def add(t: str) -> int:
+        t = t.strip()
+        if t not in index:
+            index[t] = len(texts)
+            texts.append(t)
+        return index[t]
+
+    queries = []
+    for name in ("law", "professional_morality"):
+        with open(DATA / "opo" / f"test_questions_machine_generated_{name}.csv", encoding="utf-8") as fh:
+            for row in csv.DictReader(fh):
+                queries.append((row["question"], {add(row["principle"])}))
+    for name in ("law", "morality"):
+        path = DATA / "opo" / f"extracted_{name}_data_for_question_generation.jsonl"
+        for line in path.read_text(encoding="utf-8").splitlines():
+            add(json.loads(line)["principle"])
+    return texts, queries
+
+
+def overton_set() -> tuple[list[str], list[tuple[str, set[int]]]]:
+    """Memory: every value explanation; query: the situation; gold: its own explanations."""
+    rows = json.loads(
+        (DATA / "modular_pluralism" / "overton_test_valuekaleidoscope_small.json").read_text()
+    )
+    texts: list[str] = []
+    index: dict[str, int] = {}
+    queries = []
+    for row in rows:
+        gold = set()
+        for e in row["explanation"]:
+            e = e.strip()
+            if e not in index:
+                index[e] = len(texts)
+                texts.append(e)
+            gold.add(index[e])
+        queries.append((row["situation"], gold))
+    return texts, queries
+
+
+def recall_at(index: RuleIndex, embedder: VectorCache, queries, weights: FusionWeights) -> list[float]:
+    qvecs = embedder.embedder.encode([q for q, _ in queries])
+    out = {1: [], 5: [], 10: []}
+    for (q, gold), v in zip(queries, qvecs, strict=True):
+        hits = index.search(q, v, k=10, scope=None, threshold=-1e9, weights=weights)
+        ranked = [int(h.rule.id[1:]) for h in sorted(hits, key=lambda h: -h.score)]
+        for k in out:
+            out[k].append(len(set(ranked[:k]) & gold) / min(len(gold), k))
+    return [float(np.mean(out[k])) for k in (1, 5, 10)]
+
+
+def bench_quality() -> None:
+    print("== recall quality (recall@1 / @5 / @10 of the gold rules; all-MiniLM-L6-v2) ==")
+    cache = VectorCache(default_embedder())
+    for name, load in (("OPO (zh law + morality)", opo_set), ("Overton VK (en values)", overton_set)):
+        texts, queries = load()
+        t0 = time.perf_counter()
+        vectors = cache.encode(texts)
+        t_embed = time.perf_counter() - t0
+        rules = [Rule(id=f"r{i}", text=t) for i, t in enumerate(texts)]
+        index = RuleIndex(rules, vectors)
+        print(f"{name}: {len(texts)} rules, {len(queries)} queries (vectors {t_embed:.1f}s)")
+        for side, w in SIDES.items():
+            r1, r5, r10 = recall_at(index, cache, queries, w)
+            print(f"  {side:8s} {r1:.3f}  {r5:.3f}  {r10:.3f}")
+
+
+def synthetic(n: int, dim: int, seed: int = 0) -> np.ndarray:
+    """Unit vectors around 2,000 random topics (real rule vectors cluster; uniform noise does not)."""
+    rng = np.random.default_rng(seed)
+    centers = rng.standard_normal((2000, dim)).astype(np.float32)
+    out = np.empty((n, dim), dtype=np.float32)
+    for start in range(0, n, 100_000):
+        m = min(100_000, n - start)
+        rows = centers[rng.integers(0, len(centers), m)] + 0.9 * rng.standard_normal((m, dim)).astype(np.float32)
+        out[start : start + m] = rows / np.linalg.norm(rows, axis=1, keepdims=True)
+    return out
+
+
+def bench_scale(n: int) -> None:
+    from pluralism.rules._dense import DenseIndex
+
+    dim = 384
+    print(f"== scale: {n:,} rules x {dim} dims, synthetic clustered unit vectors, top-10 ==")
+    vectors = synthetic(n, dim)
+    rng = np.random.default_rng(1)
+    picks = rng.integers(0, n, 200)
+    queries = vectors[picks] + 0.6 * rng.standard_normal((200, dim)).astype(np.float32) / np.sqrt(dim) * 10
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    t0 = time.perf_counter()
+    index = DenseIndex(vectors, ivf_min_rows=0)
+    t_build = time.perf_counter() - t0
+    exact_t, ivf_t, overlap = [], [], []
+    for q in queries:
+        t = time.perf_counter()
+        s = vectors @ q
+        top = np.argpartition(-s, 10)[:10]
+        exact_t.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        ids, _ = index.candidates(q, 10)
+        ivf_t.append(time.perf_counter() - t)
+        overlap.append(len(set(top.tolist()) & set(ids.tolist())) / 10)
+    p50 = lambda xs: statistics.median(xs) * 1000  # noqa: E731
+    print(f"  numpy float32 brute force: p50 {p50(exact_t):6.1f} ms   vectors {vectors.nbytes / 2**30:.2f} GiB")
+    print(
+        f"  int8 IVF (nprobe {index.nprobe}):      p50 {p50(ivf_t):6.1f} ms   vectors "
+        f"{index.nbytes / 2**30:.2f} GiB   recall@10 vs brute force {np.mean(overlap):.3f}   "
+        f"build {t_build:.0f} s"
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def bench_redis(n: int) -> None:
+    import redis
+
+    from pluralism.rules import RedisRuleStore
+
+    binary = shutil.which("redis-server")
+    if binary is None:
+        print("== redis: skipped (no redis-server binary; apt-get install redis-server) ==")
+        return
+    dim = 384
+    print(f"== redis: load {n:,} rules (rule JSON + float32 vectors) into a fresh replica ==")
+    port = _free_port()
+    tmp = tempfile.mkdtemp()
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--save", "", "--appendonly", "no", "--dir", tmp],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        client = redis.Redis(port=port)
+        for _ in range(50):
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                time.sleep(0.1)
+        vectors = synthetic(n, dim, seed=2)
+        ns = "bench:rules"
+        client.hset(f"{ns}:meta", mapping={"embedder": "synthetic", "dim": str(dim)})
+        t0 = time.perf_counter()
+        for start in range(0, n, 20_000):
+            pipe = client.pipeline(transaction=False)
+            rules = {}
+            vecs = {}
+            for i in range(start, min(n, start + 20_000)):
+                rules[f"r{i}"] = Rule(id=f"r{i}", text=f"Synthetic rule number {i} about topic {i % 997}.").model_dump_json()
+                vecs[f"r{i}"] = vectors[i].tobytes()
+            pipe.hset(f"{ns}:rules", mapping=rules)
+            pipe.hset(f"{ns}:vecs", mapping=vecs)
+            pipe.execute()
+        client.set(f"{ns}:counter", 1)
+        print(f"  writing: {time.perf_counter() - t0:.1f} s")
+        del vectors
+        t0 = time.perf_counter()
+        store = RedisRuleStore(f"redis://127.0.0.1:{port}/0", dim=dim, embedder_id="synthetic", namespace=ns)
+        t_load = time.perf_counter() - t0
+        print(f"  load into a replica (fetch + parse + dense and lexical index): {t_load:.1f} s  ({len(store.snapshot()):,} rules)")
+        store.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def bench_spri() -> None:
+    from pluralism.rules import RuleMemory, situate_principles
+
+    print("== SPRI: rounds and added latency per request ==")
+    try:
+        from pluralism.models import LocalChatModel  # type: ignore[attr-defined]
+
+        model = LocalChatModel()
+        label = "LocalChatModel (bundled SmolLM2-135M)"
+    except Exception as exc:  # the local backend is written by another engineer
+        from pluralism.models.scripted import ScriptedChatModel
+
+        model = ScriptedChatModel()
+        label = f"ScriptedChatModel (LocalChatModel unavailable: {type(exc).__name__})"
+    memory = RuleMemory.from_path(ROOT / "policies")
+    prompts = [ex for r in memory.rules for ex in r.examples][:12]
+    rounds, added, recall_t = [], [], []
+    for p in prompts:
+        t = time.perf_counter()
+        hits = memory.recall(p, k=5)
+        recall_t.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        _, n = situate_principles(p, hits, model, rules_version=memory.version)
+        added.append(time.perf_counter() - t)
+        rounds.append(n)
+    print(f"  model: {label}; {len(prompts)} prompts from the default policies' examples")
+    print(f"  recall alone: p50 {statistics.median(recall_t) * 1000:.0f} ms")
+    print(f"  SPRI: mean rounds {np.mean(rounds):.2f} (max 3), added latency p50 {statistics.median(added):.2f} s, mean {np.mean(added):.2f} s")
+    memory.close()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="100k rules for the scale figures")
+    ap.add_argument("--only", choices=["quality", "scale", "redis", "spri"])
+    args = ap.parse_args()
+    n = 100_000 if args.quick else 1_000_000
+    steps = {"quality": bench_quality, "scale": lambda: bench_scale(n), "redis": lambda: bench_redis(n), "spri": bench_spri}
+    for name, step in steps.items():
+        if args.only in (None, name):
+            step()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,131 @@
+"""pluralism: pluralistic alignment middleware.
+
+The public API lives here; everything else is a private module. Heavy parts (torch, LangGraph,
+the server) load on first use so that `import pluralism` and the CLI start fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from pluralism.errors import (
+    ConfigError,
+    InputError,
+    ModelError,
+    ModelPackageMissingError,
+    PluralismError,
+    PopulationNotFoundError,
+    RuleStoreError,
+    SteerNotFoundError,
+    UnknownModeError,
+    UpstreamError,
+)
+from pluralism.types import (
+    Community,
+    GenerationParams,
+    Membership,
+    Message,
+    Mode,
+    ModelSpec,
+    Perspective,
+    PluralRequest,
+    PluralResponse,
+    Principle,
+    Rule,
+    RuleHit,
+    RuleScope,
+    Trace,
+)
+
+if TYPE_CHECKING:
+    from pluralism.config import load_communities
+    from pluralism.core import Pluralism
+    from pluralism.embedding import CachedEmbedder, Embedder, SentenceTransformerEmbedder
+    from pluralism.models import (
+        ChatModel,
+        LocalChatModel,
+        ModelPool,
+        OpenAIChatModel,
+        ScriptedChatModel,
+    )
+    from pluralism.router import Router, RouterSettings
+    from pluralism.rules import InMemoryRuleStore, RedisRuleStore, RuleMemory, RuleStore
+    from pluralism.settings import Settings
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "Pluralism": "pluralism.core",
+    "Settings": "pluralism.settings",
+    "load_communities": "pluralism.config",
+    "Embedder": "pluralism.embedding",
+    "SentenceTransformerEmbedder": "pluralism.embedding",
+    "CachedEmbedder": "pluralism.embedding",
+    "ChatModel": "pluralism.models",
+    "LocalChatModel": "pluralism.models",
+    "OpenAIChatModel": "pluralism.models",
+    "ScriptedChatModel": "pluralism.models",
+    "ModelPool": "pluralism.models",
+    "Router": "pluralism.router",
+    "RouterSettings": "pluralism.router",
+    "RuleMemory": "pluralism.rules",
+    "RuleStore": "pluralism.rules",
+    "InMemoryRuleStore": "pluralism.rules",
+    "RedisRuleStore": "pluralism.rules",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'pluralism' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+__all__ = [
+    "CachedEmbedder",
+    "ChatModel",
+    "Community",
+    "ConfigError",
+    "Embedder",
+    "GenerationParams",
+    "InMemoryRuleStore",
+    "InputError",
+    "LocalChatModel",
+    "Membership",
+    "Message",
+    "Mode",
+    "ModelError",
+    "ModelPackageMissingError",
+    "ModelPool",
+    "ModelSpec",
+    "OpenAIChatModel",
+    "Perspective",
+    "PluralRequest",
+    "PluralResponse",
+    "Pluralism",
+    "PluralismError",
+    "PopulationNotFoundError",
+    "Principle",
+    "RedisRuleStore",
+    "Router",
+    "RouterSettings",
+    "Rule",
+    "RuleHit",
+    "RuleMemory",
+    "RuleScope",
+    "RuleStore",
+    "RuleStoreError",
+    "ScriptedChatModel",
+    "SentenceTransformerEmbedder",
+    "Settings",
+    "SteerNotFoundError",
+    "Trace",
+    "UnknownModeError",
+    "UpstreamError",
+    "__version__",
+    "load_communities",
+]

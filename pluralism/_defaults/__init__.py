@@ -1,0 +1,1 @@
+"""Data packages: the default community pool and policies (mapped from the repo root)."""

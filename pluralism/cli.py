@@ -1,0 +1,185 @@
+"""`pluralism …` commands (typer + rich).
+
+Every `PluralismError` becomes one red sentence and a non-zero exit; no traceback reaches the
+terminal. Sub-command groups owned by other parts (policies, serve, eval, community) are mounted
+here from their own small `_cli` modules.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.panel import Panel
+from rich.table import Table
+
+from pluralism.errors import PluralismError
+
+app = typer.Typer(
+    name="pluralism",
+    help="Pluralistic alignment middleware: answers that reflect many communities.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+CommunitiesOpt = Annotated[
+    Path | None,
+    typer.Option("--communities", help="Directory of community YAML files (default: shipped pool)."),
+]
+PoliciesOpt = Annotated[
+    Path | None,
+    typer.Option("--policies", help="Directory of rule files (default: shipped policies)."),
+]
+
+
+def _load(communities: Path | None, policies: Path | None, **settings: Any) -> Any:
+    from pluralism.config import default_dir, load_communities
+    from pluralism.core import Pluralism, _rule_memory
+    from pluralism.embedding import default_embedder
+    from pluralism.settings import Settings
+
+    embedder = default_embedder()
+    pool = load_communities(communities or default_dir("communities"))
+    rules = _rule_memory(policies or default_dir("policies"), embedder)
+    return Pluralism(pool, embedder=embedder, rules=rules, settings=Settings(**settings))
+
+
+@app.command()
+def ask(
+    prompt: Annotated[str, typer.Argument(help="The question to answer.")],
+    mode: Annotated[
+        str, typer.Option("--mode", "-m", help="overton | steerable | distributional")
+    ] = "overton",
+    steer: Annotated[
+        str | None, typer.Option(help="Steerable: a community id or a free-text description.")
+    ] = None,
+    population: Annotated[
+        str | None, typer.Option(help="Distributional: a country or survey group.")
+    ] = None,
+    option: Annotated[
+        list[str] | None, typer.Option("--option", "-o", help="An answer option (repeat).")
+    ] = None,
+    principles: Annotated[
+        bool, typer.Option(help="Generate situated principles (SPRI) from the rules.")
+    ] = False,
+    max_tokens: Annotated[int, typer.Option(help="Tokens for the final answer.")] = 160,
+    draft_tokens: Annotated[int, typer.Option(help="Tokens for each community draft.")] = 64,
+    seed: Annotated[int | None, typer.Option(help="Sampling seed.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the PluralResponse as JSON.")] = False,
+    communities: CommunitiesOpt = None,
+    policies: PoliciesOpt = None,
+) -> None:
+    """Answer PROMPT in one of the three pluralism modes."""
+    from pluralism.core import parse_mode
+    from pluralism.types import GenerationParams
+
+    parse_mode(mode)  # fail on a typo before loading any model
+    with err.status("Loading models…"):
+        p = _load(
+            communities,
+            policies,
+            principles=principles,
+            draft=GenerationParams(max_tokens=draft_tokens, seed=seed),
+            meta=GenerationParams(max_tokens=max_tokens, seed=seed),
+        )
+    with err.status(f"Answering ({mode})…"):
+        response = p.respond(prompt, mode=mode, steer=steer, population=population, options=option)
+    if as_json:
+        sys.stdout.write(response.model_dump_json(indent=2) + "\n")
+        return
+    _show(response)
+
+
+def _show(response: Any) -> None:
+    title = f"{response.mode.value}" + (f" → {response.steered_to}" if response.steered_to else "")
+    out.print(Panel(response.text or "(empty)", title=title, expand=False))
+    if response.distribution:
+        table = Table("option", "probability", title="distribution")
+        for opt, prob in sorted(response.distribution.items(), key=lambda kv: -kv[1]):
+            table.add_row(opt, f"{prob:.1%}")
+        out.print(table)
+    if response.perspectives:
+        table = Table("community", "weight", "draft", title="perspectives", show_lines=True)
+        for persp in response.perspectives:
+            table.add_row(persp.name or persp.community, f"{persp.weight:.2f}", persp.text)
+        out.print(table)
+    trace = response.trace
+    if trace.rules:
+        out.print(f"[dim]rules: {', '.join(trace.rules)} (version {trace.rules_version})[/dim]")
+    for note in trace.notes:
+        out.print(f"[yellow]note:[/yellow] {note}")
+    timing = ", ".join(f"{k} {v:.0f} ms" for k, v in trace.timings.items())
+    out.print(f"[dim]{timing}[/dim]")
+
+
+@app.command("communities")
+def list_communities(communities: CommunitiesOpt = None) -> None:
+    """Show the community pool as a table."""
+    from pluralism.config import default_dir, load_communities
+
+    pool = load_communities(communities or default_dir("communities"))
+    table = Table("id", "kind", "name", "model", "adapter", "populations", title="communities")
+    for c in pool:
+        pops = [*c.population.countries, *c.population.groups]
+        shown = ", ".join(pops[:4]) + (f" (+{len(pops) - 4})" if len(pops) > 4 else "")
+        model = c.model.backend + (f":{c.model.name}" if c.model.name else "")
+        table.add_row(c.id, c.kind, c.name, model, c.adapter or "-", shown or "-")
+    out.print(table)
+
+
+@app.command()
+def graph() -> None:
+    """Print the request flow as a Mermaid diagram."""
+    from pluralism.graph import mermaid
+
+    sys.stdout.write(mermaid() + "\n")
+
+
+# Sub-command groups owned by other modules; each module stays light to import.
+_GROUPS = {
+    "policies": ("pluralism.rules._cli", "Lint, test and try the rule files."),
+    "eval": ("pluralism.eval._cli", "Measure pluralism on the published benchmarks."),
+    "community": ("pluralism.eval._train_cli", "Build community models from community data."),
+}
+for _name, (_module, _help) in _GROUPS.items():
+    try:
+        _sub = importlib.import_module(_module).app
+    except ImportError:
+        continue
+    app.add_typer(_sub, name=_name, help=_help)
+try:
+    _serve = importlib.import_module("pluralism.server._cli").serve
+    app.command("serve")(_serve)
+except ImportError:
+    pass
+
+
+def main() -> None:
+    """Console-script entry point: typed errors become one clear line and exit code 1.
+
+    Usage errors stay with typer (exit code 2, with the usage line); anything else that escapes
+    is a bug, reported in one line rather than a traceback.
+    """
+    try:
+        app()
+    except PluralismError as exc:
+        err.print(f"[bold red]error:[/bold red] {exc.message}", highlight=False, soft_wrap=True)
+        raise SystemExit(1) from None
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        raise SystemExit(130) from None
+    except Exception as exc:
+        err.print(
+            f"[bold red]error:[/bold red] unexpected {type(exc).__name__}: {exc}; "
+            "please report this with the command you ran",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise SystemExit(1) from None

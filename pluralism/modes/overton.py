@@ -1,0 +1,70 @@
+"""Overton mode: cover the spectrum of reasonable views in one answer (Modular Pluralism)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from pluralism.embedding import Embedder
+from pluralism.modes._prompts import history_messages, with_system
+from pluralism.types import Message, Perspective
+
+INSTRUCTIONS = (
+    "You write one balanced answer that presents each distinct perspective below fairly, "
+    "naming whose view it is, without picking a winner."
+)
+
+
+def merge_near_duplicates(
+    perspectives: Sequence[Perspective], embedder: Embedder, *, threshold: float = 0.9
+) -> tuple[list[Perspective], list[list[str]]]:
+    """Drafts that say the same thing collapse into the heaviest one, which takes their weight.
+
+    Returns the kept perspectives and the groups of community ids that were merged.
+    """
+    if len(perspectives) < 2:
+        return list(perspectives), []
+    vecs = embedder.encode([p.text or " " for p in perspectives])
+    sims = vecs @ vecs.T
+    order = sorted(range(len(perspectives)), key=lambda i: -perspectives[i].weight)
+    owner: dict[int, int] = {}
+    for i in order:
+        if i in owner:
+            continue
+        owner[i] = i
+        for j in order:
+            if j not in owner and float(sims[i, j]) >= threshold:
+                owner[j] = i
+    kept: list[Perspective] = []
+    groups: list[list[str]] = []
+    for i in order:
+        if owner[i] != i:
+            continue
+        members = [j for j in order if owner[j] == i]
+        weight = float(np.sum([perspectives[j].weight for j in members]))
+        kept.append(perspectives[i].model_copy(update={"weight": weight}))
+        if len(members) > 1:
+            groups.append([perspectives[j].community for j in members])
+    return kept, groups
+
+
+def meta_messages(
+    prompt: str,
+    perspectives: Sequence[Perspective],
+    *,
+    context: str = "",
+    system: str | None = None,
+    history: Sequence[dict[str, Any]] = (),
+) -> list[Message]:
+    listed = "\n".join(f"- {p.name or p.community}: {p.text}" for p in perspectives)
+    user = f"Question: {prompt}\n\nPerspectives:\n{listed}"
+    if context:
+        user = f"{context}\n\n{user}"
+    user += "\n\nWrite one answer that covers each perspective."
+    return [
+        {"role": "system", "content": with_system(system, INSTRUCTIONS)},
+        *history_messages(history),
+        {"role": "user", "content": user},
+    ]

@@ -1,0 +1,150 @@
+"""Lexical side of recall: BM25 over words and over character bigrams.
+
+Two indexes because one tokenizer cannot serve both scripts: English rules match on words,
+while Chinese (and Japanese, Korean) text has no spaces, so its words are approximated by
+overlapping character pairs. Measured on the OPO exams, bigrams over the text with punctuation
+and whitespace removed recall the gold rule in the top 10 for ~97.6% of questions; bigrams
+restricted to runs of CJK characters only reach ~88%, because article numbers and digits
+("第十九条", "25%") that sit next to CJK characters carry much of the match.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Sequence
+
+import bm25s
+import numpy as np
+import numpy.typing as npt
+
+Scores = npt.NDArray[np.float32]
+
+_WORD = re.compile(r"[^\W_]+", re.UNICODE)
+_NOT_WORD = re.compile(r"[\W_]+", re.UNICODE)
+_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]")
+
+# Function words carry no signal for rule recall and would otherwise make every English rule
+# match every English prompt a little.
+_STOPWORDS = frozenset(
+    "a an the of to and or in on for is are be been it its this that these those with as at by "
+    "from i you my your me we our us he she they them his her their can could should would do "
+    "does did how what which who whom when where why will shall may might must not no any some "
+    "if so than then there here about into over under up down out just very too also".split()
+)
+
+# A rule text is capped well below this by the model; the cap here guards the tokenizer against
+# a prompt of several MB (a pasted document) costing seconds per request.
+MAX_TOKENIZE_CHARS = 20_000
+BIGRAM_SHARE_LATIN = 0.25
+
+
+def _stem(word: str) -> str:
+    # A light suffix strip so "medications" meets "medication" without a stemming dependency.
+    for suffix in ("ing", "es", "s"):
+        if len(word) > len(suffix) + 3 and word.endswith(suffix):
+            return word[: -len(suffix)]
+    return word
+
+
+def word_tokens(text: str) -> list[str]:
+    """Lower-cased, stemmed words of non-CJK scripts, without stopwords."""
+    out = []
+    for m in _WORD.finditer(text[:MAX_TOKENIZE_CHARS].lower()):
+        w = m.group()
+        if _CJK.search(w) or w in _STOPWORDS:
+            continue
+        out.append(_stem(w))
+    return out
+
+
+def bigram_tokens(text: str) -> list[str]:
+    """Overlapping character pairs of the text with whitespace and punctuation removed."""
+    s = _NOT_WORD.sub("", text[:MAX_TOKENIZE_CHARS].lower())
+    if len(s) < 2:
+        return [s] if s else []
+    return [s[i : i + 2] for i in range(len(s) - 1)]
+
+
+def cjk_share(text: str) -> float:
+    """Share of the letters in `text` that are CJK characters (0 for English)."""
+    sample = text[:2000]
+    letters = sum(1 for ch in sample if ch.isalnum())
+    if letters == 0:
+        return 0.0
+    return sum(1 for ch in sample if _CJK.match(ch)) / letters
+
+
+class _BM25:
+    """bm25s with the corners filed off: empty corpora, empty queries, unknown tokens.
+
+    `coverage` divides a document's score by the sum of the query tokens' idf, which is what a
+    document matching each query token once at average length would score: the result reads as
+    "share of the query's information this rule matches" and, unlike dividing by the best score,
+    does not call a rule that shares one common word with the prompt a perfect match.
+    """
+
+    def __init__(self, docs: Sequence[list[str]]) -> None:
+        self.size = len(docs)
+        self._retriever: bm25s.BM25 | None = None
+        df: Counter[str] = Counter()
+        for doc in docs:
+            df.update(set(doc))
+        self._df = df
+        # An unseen token is as informative as the rarest possible one.
+        self._idf_unseen = math.log(1 + (self.size + 0.5) / 0.5)
+        if self.size == 0 or not any(docs):
+            return
+        retriever = bm25s.BM25()
+        # bm25s keeps a "" token for empty documents; querying it can index past the score
+        # table, so it is never created and unknown tokens are dropped before scoring.
+        retriever.index(list(docs), create_empty_token=False, show_progress=False)
+        self._retriever = retriever
+        self._vocab: dict[str, int] = retriever.vocab_dict
+
+    def scores(self, query: list[str]) -> Scores:
+        if self._retriever is None:
+            return np.zeros(self.size, dtype=np.float32)
+        known = [t for t in query if t in self._vocab]
+        if not known:
+            return np.zeros(self.size, dtype=np.float32)
+        return np.asarray(self._retriever.get_scores(known), dtype=np.float32)
+
+    def idf(self, token: str) -> float:
+        df = self._df.get(token, 0)
+        if df == 0:
+            return self._idf_unseen
+        return math.log(1 + (self.size - df + 0.5) / (df + 0.5))
+
+    def coverage(self, query: list[str]) -> Scores:
+        raw = self.scores(query)
+        total = sum(self.idf(t) for t in query)
+        if total <= 0:
+            return raw
+        return np.minimum(raw / total, 1.0).astype(np.float32)
+
+
+class LexicalIndex:
+    """Word BM25 and bigram BM25 over the same documents, combined into one [0, 1] score."""
+
+    def __init__(self, texts: Sequence[str]) -> None:
+        self.size = len(texts)
+        self._words = _BM25([word_tokens(t) for t in texts])
+        self._bigrams = _BM25([bigram_tokens(t) for t in texts])
+
+    def scores(self, query: str) -> tuple[Scores, Scores]:
+        """Raw BM25 scores per document: (words, bigrams)."""
+        return self._words.scores(word_tokens(query)), self._bigrams.scores(bigram_tokens(query))
+
+    def normalised(self, query: str) -> Scores:
+        """Word and bigram coverage in [0, 1], mixed by the query's script.
+
+        Bigrams carry Chinese (word BM25 recalls 9% of OPO's gold rules in the top 10, bigrams
+        98%) but add mostly noise to English, where common pairs ("th", "in") match every rule;
+        so their share grows from `BIGRAM_SHARE_LATIN` to 1 with the query's share of CJK.
+        """
+        share = BIGRAM_SHARE_LATIN + (1 - BIGRAM_SHARE_LATIN) * cjk_share(query)
+        words = self._words.coverage(word_tokens(query))
+        bigrams = self._bigrams.coverage(bigram_tokens(query))
+        return ((1 - share) * words + share * bigrams).astype(np.float32)

@@ -1,0 +1,132 @@
+"""The proxy's configuration: `pluralism.yaml`, then `PLURALISM_<FIELD>` variables, then flags.
+
+Operators edit the file and set secrets in the environment, so a mistake in either is reported
+as one sentence naming the file, line and field (or the variable), never as a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from pluralism.config import key_lines, read_yaml, validation_message
+from pluralism.errors import ConfigError
+from pluralism.settings import Settings
+
+ENV_PREFIX = "PLURALISM_"
+ProxyMode = Literal["overton", "steerable", "distributional", "rules"]
+MODES: tuple[ProxyMode, ...] = ("overton", "steerable", "distributional", "rules")
+# Fields that hold a directory: relative paths in a config file are relative to that file.
+_PATH_FIELDS = ("communities", "policies")
+# Fields a comma-separated environment variable fills as a list.
+_LIST_FIELDS = ("api_keys",)
+
+
+class ProxyConfig(BaseModel):
+    """Everything `pluralism serve` can be told; `examples/pluralism.example.yaml` documents it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    upstream: str | None = None
+    upstream_model: str | None = None
+    upstream_api_key: SecretStr | None = None
+    upstream_timeout_s: float = Field(60.0, gt=0)
+    upstream_max_retries: int = Field(2, ge=0, le=10)
+    communities: Path | None = None
+    policies: Path | None = None
+    watch_policies: bool = True
+    redis_url: str | None = None
+    api_keys: list[SecretStr] = Field(default_factory=list)
+    default_mode: ProxyMode = "overton"
+    max_body_bytes: int = Field(1_000_000, ge=1024)
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    settings: Settings = Field(default_factory=Settings)
+
+    @field_validator("upstream")
+    @classmethod
+    def _http_url(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL such as http://127.0.0.1:8000/v1")
+        return v.rstrip("/") if v else None
+
+    @field_validator("default_mode", mode="before")
+    @classmethod
+    def _lower(cls, v: Any) -> Any:
+        return v.strip().lower() if isinstance(v, str) else v
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _no_blank_keys(cls, v: Any) -> Any:
+        if isinstance(v, list):
+            return [k for k in v if not (isinstance(k, str) and not k.strip())]
+        return v
+
+
+def load_config(
+    path: str | Path | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> ProxyConfig:
+    """File values, then environment overrides, then `overrides` (the command-line flags).
+
+    `None` in `overrides` means "flag not given" and leaves the lower layers alone.
+    """
+    data: dict[str, Any] = {}
+    lines: dict[str, int] = {}
+    where: str | None = None
+    if path is not None:
+        file = Path(path)
+        if not file.is_file():
+            raise ConfigError("config file not found; pass an existing pluralism.yaml", path=str(file))
+        where = str(file)
+        loaded, text = read_yaml(file)
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError("a config file must be a YAML mapping of field: value", path=where)
+        lines = key_lines(text)
+        data = {**loaded}
+        for name in _PATH_FIELDS:
+            if isinstance(data.get(name), str):
+                data[name] = str((file.parent / data[name]).expanduser())
+        _check(data, lines, where)
+    from_env = env_overrides(os.environ if env is None else env)
+    for name, value in from_env.items():
+        try:
+            ProxyConfig.model_validate({**data, name: value})
+        except ValidationError as exc:
+            what, _ = validation_message(exc, {})
+            raise ConfigError(
+                f"environment variable {ENV_PREFIX}{name.upper()}: {what}; fix or unset it"
+            ) from None
+    data.update(from_env)
+    data.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return _check(data, lines, where)
+
+
+def env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
+    """`PLURALISM_<FIELD>` for every top-level field except the nested `settings`."""
+    out: dict[str, Any] = {}
+    for name in ProxyConfig.model_fields:
+        if name == "settings":
+            continue
+        raw = env.get(f"{ENV_PREFIX}{name.upper()}")
+        if raw is None:
+            continue
+        out[name] = [k.strip() for k in raw.split(",") if k.strip()] if name in _LIST_FIELDS else raw
+    return out
+
+
+def _check(data: dict[str, Any], lines: dict[str, int], where: str | None) -> ProxyConfig:
+    try:
+        return ProxyConfig.model_validate(data)
+    except ValidationError as exc:
+        what, line = validation_message(exc, lines)
+        raise ConfigError(what, path=where or "configuration", line=line) from None

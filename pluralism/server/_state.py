@@ -1,0 +1,177 @@
+"""`ProxyState`: everything one proxy holds (models, rules, keys, metrics), in one object.
+
+Nothing lives on module globals or on the app: two apps in one process (tests do this) are
+fully independent. Models load in the background so `/healthz` answers while they do, and
+`/readyz` says when they are done.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pluralism.errors import ConfigError
+from pluralism.server._config import ProxyConfig
+from pluralism.server._metrics import Metrics
+from pluralism.server._timing import TimedModel
+
+log = logging.getLogger("pluralism.server")
+
+
+def hash_key(key: str) -> bytes:
+    return hashlib.sha256(key.encode("utf-8")).digest()
+
+
+def key_hashes(keys: list[str]) -> list[bytes]:
+    """Config keys are plain or `sha256:<hex>` (so a file need not hold the key itself)."""
+    out = []
+    for key in keys:
+        if key.startswith("sha256:"):
+            try:
+                digest = bytes.fromhex(key[7:])
+            except ValueError:
+                digest = b""
+            if len(digest) != 32:
+                raise ConfigError(
+                    "an api_keys entry starting with sha256: must be followed by 64 hex digits; "
+                    "fix it or give the key itself"
+                )
+            out.append(digest)
+        else:
+            out.append(hash_key(key))
+    return out
+
+
+@dataclass
+class ProxyState:
+    config: ProxyConfig
+    metrics: Metrics = field(default_factory=Metrics)
+    key_hashes: list[bytes] = field(default_factory=list)
+    # Filled by `load`; `pluralism` stays None until the models are ready.
+    pluralism: Any = None
+    rules: Any = None
+    meta: TimedModel | None = None
+    upstream_label: str = "local"
+    load_error: str | None = None
+    started: float = field(default_factory=time.time)
+
+    @classmethod
+    def from_config(cls, config: ProxyConfig) -> ProxyState:
+        return cls(config, key_hashes=key_hashes([k.get_secret_value() for k in config.api_keys]))
+
+    @property
+    def ready(self) -> bool:
+        return self.pluralism is not None
+
+    def check_key(self, presented: str | None) -> bool:
+        """Constant time per stored key, and every key is tried, so timing says nothing."""
+        if not self.key_hashes:
+            return True
+        if not presented:
+            return False
+        digest = hash_key(presented)
+        found = False
+        for stored in self.key_hashes:
+            found |= hmac.compare_digest(digest, stored)
+        return found
+
+    def load(self, embedder: Any = None) -> None:
+        """Build the pool, the rule memory and the models (blocking: seconds for MiniLM)."""
+        from pluralism.config import default_dir, load_communities
+        from pluralism.core import Pluralism
+        from pluralism.embedding import default_embedder
+        from pluralism.models import ModelPool, OpenAIChatModel
+
+        cfg = self.config
+        pool = load_communities(cfg.communities or default_dir("communities"))
+        emb = embedder if embedder is not None else default_embedder()
+        models = ModelPool()
+        for community in pool:
+            inner = models.get(community.model)
+            if not isinstance(inner, TimedModel):
+                models.register(community.model, TimedModel(inner))
+        if cfg.upstream:
+            if not cfg.upstream_model:
+                raise ConfigError(
+                    "`upstream` is set but `upstream_model` is not; name the model the upstream "
+                    "serves (--upstream-model)"
+                )
+            key = cfg.upstream_api_key.get_secret_value() if cfg.upstream_api_key else None
+            upstream = OpenAIChatModel(
+                cfg.upstream,
+                cfg.upstream_model,
+                api_key=key or None,
+                timeout_s=cfg.upstream_timeout_s,
+                max_retries=cfg.upstream_max_retries,
+            )
+            self.upstream_label = upstream._upstream
+            meta = TimedModel(upstream, on_call=self.metrics.upstream.observe)
+        else:
+            inner = models.get(cfg.settings.meta_model)
+            meta = inner if isinstance(inner, TimedModel) else TimedModel(inner)
+            self.upstream_label = f"local:{meta.model_id}"
+        self.rules = self._rules(emb, [c.id for c in pool])
+        self.meta = meta
+        self.pluralism = Pluralism(
+            pool, embedder=emb, models=models, meta=meta, rules=self.rules, settings=cfg.settings
+        )
+        # Warm the embedder: the first encode compiles kernels and would land on a request.
+        emb.encode(["warm up"])
+
+    def _rules(self, embedder: Any, communities: list[str]) -> Any:
+        from pluralism.config import default_dir
+        from pluralism.rules import RuleMemory
+
+        cfg = self.config
+        if cfg.redis_url:
+            return RuleMemory.from_redis(cfg.redis_url, embedder=embedder)
+        directory = Path(cfg.policies) if cfg.policies else default_dir("policies")
+        if not directory.is_dir():
+            raise ConfigError(
+                "policies directory does not exist; create it or point --policies elsewhere",
+                path=str(directory),
+            )
+        return RuleMemory.from_path(
+            directory,
+            embedder=embedder,
+            watch=cfg.watch_policies,
+            known_communities=communities,
+        )
+
+    def readiness(self) -> tuple[bool, list[str], dict[str, Any]]:
+        reasons: list[str] = []
+        checks: dict[str, Any] = {"models": self.ready, "upstream": self.upstream_label}
+        if self.load_error:
+            reasons.append(f"startup failed: {self.load_error}")
+        elif not self.ready:
+            reasons.append("models are still loading")
+        if self.rules is not None:
+            status = self.rules.status()
+            checks["rules"] = {"version": self.rules.version, **_plain(status)}
+            if not self.rules.healthy:
+                reasons.append(
+                    "the Redis rule store is unreachable; serving the last rules it sent"
+                    if self.config.redis_url
+                    else "the rule store is unhealthy"
+                )
+        elif self.ready:
+            reasons.append("no rule memory is loaded")
+        return not reasons, reasons, checks
+
+    def close(self) -> None:
+        if self.rules is not None:
+            try:
+                self.rules.close()
+            except Exception:
+                log.exception("Closing the rule memory failed")
+
+
+def _plain(status: dict[str, Any]) -> dict[str, Any]:
+    """Only JSON scalars from a store's status (it may hold clients or paths)."""
+    return {k: v if isinstance(v, str | int | float | bool) or v is None else str(v) for k, v in
+            status.items()}

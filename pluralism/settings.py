@@ -1,0 +1,36 @@
+"""Settings of one `Pluralism` instance: routing, generation and rules, with safe defaults."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from pluralism.types import GenerationParams, Mode, ModelSpec
+
+
+class Settings(BaseModel):
+    """Everything a `Pluralism` instance can be tuned with; every field has a default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    default_mode: Mode = Mode.OVERTON
+    # Router: prompt-gated activation of communities (Cultural Palette).
+    temperature: float = Field(0.08, gt=0)
+    top_k: int = Field(3, ge=1)
+    min_weight: float = Field(0.05, ge=0, lt=1)
+    steer_threshold: float = Field(0.25, ge=-1, le=1)
+    steer_method: Literal["embedding", "model"] = "embedding"
+    # Overton: drafts at least this similar are one perspective.
+    merge_threshold: float = Field(0.9, gt=0, le=1)
+    # Distributional: an unknown population is an error unless this is False (then uniform).
+    strict_population: bool = True
+    draft: GenerationParams = Field(default_factory=lambda: GenerationParams(max_tokens=64))
+    meta: GenerationParams = Field(default_factory=lambda: GenerationParams(max_tokens=160))
+    meta_model: ModelSpec = Field(default_factory=ModelSpec)
+    # Rules memory.
+    rules_k: int = Field(5, ge=0, le=100)
+    principles: bool = False
+    max_principles: int = Field(3, ge=1, le=10)
+    principle_threshold: float = Field(4.0, ge=1, le=5)
+    principle_rounds: int = Field(3, ge=1, le=3)

@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+from pluralism.embedding import CachedEmbedder
+from pluralism.modes.overton import merge_near_duplicates, meta_messages
+from pluralism.types import Perspective
+
+
+def p(cid: str, weight: float, text: str) -> Perspective:
+    return Perspective(community=cid, name=cid.title(), weight=weight, text=text)
+
+
+def test_near_duplicate_drafts_merge_into_the_heaviest(embedder: CachedEmbedder) -> None:
+    drafts = [
+        p("asia", 0.2, "Family elders should be consulted before any big decision."),
+        p("africa", 0.5, "Elders in the family should be consulted before big decisions."),
+        p("europe", 0.3, "Individual privacy is a right that the law must protect."),
+    ]
+    kept, merged = merge_near_duplicates(drafts, embedder, threshold=0.85)
+    assert [k.community for k in kept] == ["africa", "europe"]
+    assert kept[0].weight == 0.7
+    assert merged == [["africa", "asia"]]
+
+
+def test_distinct_drafts_are_all_kept(embedder: CachedEmbedder) -> None:
+    drafts = [p("a", 0.6, "Guns should be banned."), p("b", 0.4, "Taxes should be lower.")]
+    kept, merged = merge_near_duplicates(drafts, embedder, threshold=0.9)
+    assert [k.community for k in kept] == ["a", "b"] and merged == []
+
+
+def test_meta_prompt_presents_every_perspective_and_keeps_the_operator_system() -> None:
+    msgs = meta_messages(
+        "Is tipping required?",
+        [p("europe", 0.5, "Service is included."), p("americas", 0.5, "Tip 20 percent.")],
+        context="Rules that apply here:\n- be polite",
+        system="You are ShopBot.",
+        history=[{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}],
+    )
+    assert msgs[0]["role"] == "system" and msgs[0]["content"].startswith("You are ShopBot.")
+    assert [m["role"] for m in msgs] == ["system", "user", "assistant", "user"]
+    last = msgs[-1]["content"]
+    for needle in ("Service is included.", "Tip 20 percent.", "Europe", "be polite"):
+        assert needle in last

@@ -1,0 +1,72 @@
+"""The CLI as a user runs it: a real subprocess, real exit codes, no tracebacks."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def run(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pluralism", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def assert_clean_failure(proc: subprocess.CompletedProcess[str], needle: str) -> None:
+    assert proc.returncode != 0
+    assert needle in proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+
+
+def test_communities_lists_the_pool() -> None:
+    proc = run("communities")
+    assert proc.returncode == 0, proc.stderr
+    for cid in ("africa", "americas", "asia", "europe", "oceania", "progressive", "conservative"):
+        assert cid in proc.stdout
+
+
+def test_graph_prints_mermaid_with_every_step() -> None:
+    proc = run("graph")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.lstrip().startswith("---") and "graph TD;" in proc.stdout
+    for node in ("route", "recall", "situate", "draft", "score", "aggregate", "answer"):
+        assert f"\t{node}(" in proc.stdout
+
+
+def test_unknown_mode_fails_before_loading_models() -> None:
+    proc = run("ask", "hello?", "--mode", "consensus", timeout=60)
+    assert_clean_failure(proc, "Unknown mode 'consensus'; use one of")
+
+
+def test_broken_community_file_names_file_and_field(tmp_path: Path) -> None:
+    (tmp_path / "x.yaml").write_text("id: x\nkind: k\nname: X\ndescription: d\n", encoding="utf-8")
+    proc = run("communities", "--communities", str(tmp_path))
+    assert_clean_failure(proc, "x.yaml: field `persona` is required")
+
+
+def test_missing_prompt_is_a_usage_error() -> None:
+    proc = run("ask")
+    assert proc.returncode == 2
+    assert "Missing argument" in proc.stderr
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--mode", "distributional", "--option", "yes"], "at least two"),
+        (["--mode", "steerable", "--steer", "lattice QCD"], "No community matches"),
+        (["--mode", "distributional", "--population", "Atlantis", "-o", "a", "-o", "b"],
+         "maps to no community"),
+        (["--mode", "steerable"], "needs a steer target"),
+    ],
+)
+def test_bad_requests_exit_non_zero_with_one_sentence(args: list[str], needle: str) -> None:
+    proc = run("ask", "Is tipping required?", *args, "--draft-tokens", "4", "--max-tokens", "4")
+    assert_clean_failure(proc, needle)

@@ -1,0 +1,188 @@
+"""The library end to end with the scripted model: every mode, every bad input."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from pluralism import (
+    InputError,
+    Mode,
+    Pluralism,
+    PluralResponse,
+    PopulationNotFoundError,
+    Settings,
+    SteerNotFoundError,
+    UnknownModeError,
+)
+from pluralism.embedding import CachedEmbedder
+from pluralism.models import ModelPool, ScriptedChatModel
+from pluralism.types import Community
+
+
+@pytest.fixture()
+def plural(
+    default_pool: list[Community], embedder: CachedEmbedder, scripted_pool: ModelPool
+) -> Pluralism:
+    return Pluralism(default_pool, embedder=embedder, models=scripted_pool)
+
+
+def test_overton_drafts_activated_communities_in_one_batch(
+    plural: Pluralism, scripted: ScriptedChatModel
+) -> None:
+    r = plural.respond("Should the government provide free healthcare?", mode="overton")
+    assert r.mode is Mode.OVERTON
+    # One batch for every draft, then one meta call.
+    assert scripted.calls == [("generate", len(r.trace.routing)), ("generate", 1)]
+    assert r.perspectives and r.perspectives[0].community == "progressive"
+    assert sum(p.weight for p in r.perspectives) == pytest.approx(1.0)
+    # The meta-agent saw each kept perspective.
+    for p in r.perspectives:
+        assert p.name in r.text
+    assert {"route", "recall", "aggregate", "answer", "total", "overhead"} <= set(r.trace.timings)
+    assert r.trace.models["meta"] == "scripted"
+
+
+def test_steerable_answers_as_the_matched_community(
+    plural: Pluralism, scripted: ScriptedChatModel
+) -> None:
+    r = plural.respond("Should I tip at restaurants?", mode="steerable", steer="a farmer in Poland")
+    assert r.steered_to == "europe"
+    assert r.trace.steer_score is not None and r.trace.steer_score > 0.25
+    assert [p.community for p in r.perspectives] == ["europe"]
+    assert "Europe" in r.text  # the meta prompt names the community it answers as
+    assert "European" in r.perspectives[0].text  # the draft came from Europe's persona
+
+
+def test_steerable_with_options_returns_the_community_distribution(plural: Pluralism) -> None:
+    r = plural.respond("Is divorce acceptable?", mode="steerable", steer="conservative",
+                       options=["yes", "no"])
+    assert r.steered_to == "conservative"
+    assert r.distribution is not None and sum(r.distribution.values()) == pytest.approx(1.0)
+    assert r.text.startswith("As Conservative:")
+
+
+def test_distributional_mixes_community_scores_by_population_weights(
+    default_pool: list[Community], embedder: CachedEmbedder
+) -> None:
+    # Each community prefers a different option, so the mixture shows the population weights.
+    def prefers(conv_text: str) -> dict[str, float]:
+        if "conservative" in conv_text:
+            return {"yes": 0.9, "no": 0.1}
+        return {"yes": 0.2, "no": 0.8}
+
+    class ByPersona(ScriptedChatModel):
+        def score_batch(self, prompts, options):  # type: ignore[no-untyped-def]
+            self.calls.append(("score", len(prompts)))
+            return [[prefers(p[0]["content"])[o] for o in options] for p in prompts]
+
+    pool = ModelPool()
+    pool.register(Settings().meta_model, ByPersona())
+    plural = Pluralism(default_pool, embedder=embedder, models=pool)
+    r = plural.respond("Should taxes be cut?", mode="distributional",
+                       population="POLPARTY_Republican", options=["yes", "no"])
+    w = r.trace.population_weights
+    assert set(w) == {"progressive", "moderate", "conservative"}
+    expected_yes = w["conservative"] * 0.9 + (1 - w["conservative"]) * 0.2
+    assert r.distribution == pytest.approx({"yes": expected_yes, "no": 1 - expected_yes})
+    assert r.text.startswith("Estimated answer distribution for POLPARTY_Republican")
+    # All three communities were scored in one call.
+    assert ("score", 3) in plural.models.get(Settings().meta_model).calls  # type: ignore[attr-defined]
+
+
+def test_distributional_country_maps_to_its_continent(plural: Pluralism) -> None:
+    r = plural.respond("Is it fine to eat dog?", mode="distributional", population="Japan",
+                       options=["yes", "no", "depends"])
+    assert r.trace.population_weights == {"asia": 1.0}
+    assert r.distribution == r.perspectives[0].distribution
+
+
+def test_distributional_without_population_is_uniform_and_traced(plural: Pluralism) -> None:
+    r = plural.respond("Is it fine to eat dog?", mode="distributional", options=["yes", "no"])
+    assert len(r.trace.population_weights) == len(plural.communities)
+    assert any("uniform" in n for n in r.trace.notes)
+
+
+def test_distributional_without_options_gives_shares_of_perspectives(plural: Pluralism) -> None:
+    r = plural.respond("What about gun control?", mode="distributional", population="Democrat")
+    assert r.distribution is None
+    assert [p.community for p in r.perspectives][0] == "progressive"
+    assert sum(p.weight for p in r.perspectives) == pytest.approx(1.0)
+    assert "Progressive (" in r.text
+
+
+def test_unknown_population_can_fall_back_to_uniform(
+    default_pool: list[Community], embedder: CachedEmbedder, scripted_pool: ModelPool
+) -> None:
+    lenient = Pluralism(default_pool, embedder=embedder, models=scripted_pool,
+                        settings=Settings(strict_population=False))
+    r = lenient.respond("q?", mode="distributional", population="Atlantis", options=["a", "b"])
+    assert any("Atlantis" in n for n in r.trace.notes)
+
+
+def test_system_prompt_and_history_reach_the_meta_agent(
+    plural: Pluralism, scripted: ScriptedChatModel
+) -> None:
+    seen: list[list[dict[str, str]]] = []
+
+    def record(batch, params):  # type: ignore[no-untyped-def]
+        seen.extend([list(c) for c in batch])
+        return ["ok"] * len(batch)
+
+    scripted._responder = record
+    plural.respond("And in Japan?", mode="overton", system="You are TravelBot.",
+                   history=[{"role": "user", "content": "Tipping in the US?"},
+                            {"role": "assistant", "content": "Usually 20%."}])
+    meta = seen[-1]
+    assert meta[0]["content"].startswith("You are TravelBot.")
+    assert [m["content"] for m in meta[1:3]] == ["Tipping in the US?", "Usually 20%."]
+    drafts = seen[:-1]
+    assert all(d[1]["content"] == "Tipping in the US?" for d in drafts)
+
+
+async def test_astream_yields_text_then_the_response(plural: Pluralism) -> None:
+    items = [x async for x in plural.astream("Is tipping required?", mode="overton")]
+    *tokens, final = items
+    assert tokens and all(isinstance(t, str) for t in tokens)
+    assert isinstance(final, PluralResponse)
+    assert final.text == "".join(tokens).strip()
+    assert "first_token" in final.trace.timings
+
+
+async def test_arespond_runs_concurrently(plural: Pluralism) -> None:
+    rs = await asyncio.gather(*[plural.arespond(f"question {i}?", mode="overton") for i in range(4)])
+    assert [r.mode for r in rs] == [Mode.OVERTON] * 4
+
+
+def test_respond_works_inside_a_running_loop(plural: Pluralism) -> None:
+    async def inside() -> PluralResponse:
+        return plural.respond("Is tipping required?", mode="overton")
+
+    assert asyncio.run(inside()).text
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "needle"),
+    [
+        ({"mode": "consensus"}, UnknownModeError, "use one of: overton, steerable, distributional"),
+        ({"mode": "overton", "prompt": "   "}, InputError, "The prompt is empty"),
+        ({"mode": "distributional", "options": ["only"]}, InputError, "at least two"),
+        ({"mode": "distributional", "options": ["a", ""]}, InputError, "at least two non-empty"),
+        ({"mode": "distributional", "options": ["a", "a"]}, InputError, "repeat"),
+        ({"mode": "steerable"}, InputError, "needs a steer target"),
+        ({"mode": "steerable", "steer": "lattice QCD"}, SteerNotFoundError, "No community matches"),
+        ({"mode": "distributional", "population": "Atlantis"}, PopulationNotFoundError, "Atlantis"),
+    ],
+)
+def test_bad_input_raises_a_typed_error_with_advice(
+    plural: Pluralism, kwargs: dict[str, object], error: type[Exception], needle: str
+) -> None:
+    prompt = str(kwargs.pop("prompt", "Is tipping required?"))
+    with pytest.raises(error, match=needle):
+        plural.respond(prompt, **kwargs)
+
+
+def test_settings_reject_unknown_fields() -> None:
+    with pytest.raises(ValueError, match="temprature"):
+        Settings(temprature=1)  # type: ignore[call-arg]

@@ -1,0 +1,79 @@
+"""Every mode end to end with the real bundled models (MiniLM + SmolLM2), library and CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+from pluralism import GenerationParams, Mode, Pluralism, Settings
+
+pytestmark = pytest.mark.integration
+
+QUESTION = "Is it acceptable to eat with your hands at a family dinner?"
+
+
+@pytest.fixture(scope="module")
+def real() -> Iterator[Pluralism]:
+    settings = Settings(
+        draft=GenerationParams(max_tokens=12, seed=0),
+        meta=GenerationParams(max_tokens=24, seed=0),
+    )
+    yield Pluralism.default(settings=settings)
+
+
+def test_overton_with_real_models(real: Pluralism) -> None:
+    r = real.respond(QUESTION, mode="overton")
+    assert r.mode is Mode.OVERTON and r.text.strip()
+    assert len(r.perspectives) >= 1 and all(p.text for p in r.perspectives)
+    assert r.trace.models["meta"] == "SmolLM2-135M-Instruct"
+    assert r.trace.timings["answer"] > 0
+
+
+def test_steerable_with_real_models(real: Pluralism) -> None:
+    r = real.respond(QUESTION, mode="steerable", steer="a grandmother in rural Kenya")
+    assert r.steered_to == "africa" and r.text.strip()
+
+
+def test_distributional_with_real_models(real: Pluralism) -> None:
+    options = ["Acceptable", "Not acceptable", "Depends on the family"]
+    r = real.respond(QUESTION, mode="distributional", population="India", options=options)
+    assert r.distribution is not None and list(r.distribution) == options
+    assert sum(r.distribution.values()) == pytest.approx(1.0)
+    assert r.trace.population_weights == {"asia": 1.0}
+    # The answer is the Asia community's own scores (the only community India maps to).
+    assert r.perspectives[0].distribution == pytest.approx(r.distribution)
+
+
+def test_rules_are_recalled_into_the_trace(real: Pluralism) -> None:
+    r = real.respond("How many ibuprofen tablets can my 6 year old take?", mode="overton")
+    assert r.trace.rules, "the shipped medical-dosage policy should be recalled"
+    assert r.trace.rules_version
+
+
+def cli(*args: str) -> dict[str, object]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "pluralism", "ask", QUESTION, *args, "--json",
+         "--draft-tokens", "8", "--max-tokens", "12", "--seed", "0"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    out: dict[str, object] = json.loads(proc.stdout)
+    return out
+
+
+@pytest.mark.parametrize(
+    ("args", "check"),
+    [
+        (["--mode", "overton"], lambda r: r["mode"] == "overton" and r["text"]),
+        (["--mode", "steerable", "--steer", "conservative"],
+         lambda r: r["steered_to"] == "conservative"),
+        (["--mode", "distributional", "--population", "Germany", "-o", "yes", "-o", "no"],
+         lambda r: set(r["distribution"]) == {"yes", "no"}),
+    ],
+)
+def test_cli_json_in_every_mode(args: list[str], check: object) -> None:
+    assert check(cli(*args))  # type: ignore[operator]
