@@ -33,8 +33,10 @@ def main() -> None:
     pool = load_communities(default_dir("communities"))
     inner = SentenceTransformerEmbedder()
     router = Router(pool, CachedEmbedder(inner))
-    prompts = [f"Question number {i}: is it fair to expect {i} hours of unpaid overtime?"
-               for i in range(args.n)]
+    prompts = [
+        f"Question number {i}: is it fair to expect {i} hours of unpaid overtime?"
+        for i in range(args.n)
+    ]
     router.route("warm-up")
 
     def timed(fn: object, items: list[str]) -> list[float]:
@@ -60,7 +62,9 @@ def main() -> None:
         ("baseline: no caches", base, ""),
     ):
         p50 = statistics.median(xs)
-        table.add_row(name, f"{p50:.2f}", f"{pct(xs, 0.99):.2f}", f"{b50 / p50:.1f}× faster", target)
+        table.add_row(
+            name, f"{p50:.2f}", f"{pct(xs, 0.99):.2f}", f"{b50 / p50:.1f}× faster", target
+        )
     Console().print(table)
 
 

@@ -1,6 +1,6 @@
 """Use pluralism as a library: one question in each of the three modes.
 
-    python examples/library_quickstart.py
+python examples/library_quickstart.py
 """
 
 from pluralism import GenerationParams, Pluralism, Settings

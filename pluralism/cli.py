@@ -31,7 +31,9 @@ err = Console(stderr=True)
 
 CommunitiesOpt = Annotated[
     Path | None,
-    typer.Option("--communities", help="Directory of community YAML files (default: shipped pool)."),
+    typer.Option(
+        "--communities", help="Directory of community YAML files (default: shipped pool)."
+    ),
 ]
 PoliciesOpt = Annotated[
     Path | None,
@@ -72,7 +74,9 @@ def ask(
     max_tokens: Annotated[int, typer.Option(help="Tokens for the final answer.")] = 160,
     draft_tokens: Annotated[int, typer.Option(help="Tokens for each community draft.")] = 64,
     seed: Annotated[int | None, typer.Option(help="Sampling seed.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the PluralResponse as JSON.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the PluralResponse as JSON.")
+    ] = False,
     communities: CommunitiesOpt = None,
     policies: PoliciesOpt = None,
 ) -> None:

@@ -52,9 +52,9 @@ class SentenceTransformerEmbedder:
         target = Path(path) if path is not None else minilm_path()
         self._model: Any = SentenceTransformer(str(target), device="cpu")
         self.model_id = "all-MiniLM-L6-v2" if path is None else str(path)
-        getter = getattr(self._model, "get_embedding_dimension", None) or getattr(
-            self._model, "get_sentence_embedding_dimension"
-        )
+        # sentence-transformers renamed this method; accept both spellings.
+        getter = getattr(self._model, "get_embedding_dimension", None)
+        getter = getter or self._model.get_sentence_embedding_dimension
         dim = getter()
         self.dim = int(dim) if dim is not None else 0
         self._batch_size = batch_size
@@ -73,7 +73,7 @@ class SentenceTransformerEmbedder:
 
 
 class CachedEmbedder:
-    """An LRU in front of any embedder: a repeated prompt costs a dict lookup, not a forward pass."""
+    """An LRU in front of any embedder: a repeated prompt is a dict lookup, not a forward pass."""
 
     def __init__(self, inner: Embedder, *, maxsize: int = 4096) -> None:
         self.inner = inner

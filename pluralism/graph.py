@@ -304,7 +304,7 @@ def build_graph(rt: Runtime) -> Any:
                 principles=state.get("principles", []),
                 principle_rounds=state.get("principle_rounds", 0),
                 population_weights=state.get("population", {}),
-                steer_score=state["steer"].score if state.get("steer") else None,
+                steer_score=steer.score if (steer := state.get("steer")) else None,
                 notes=state.get("notes", []),
                 **trace_extra,
             ),

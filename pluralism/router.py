@@ -22,7 +22,6 @@ from pluralism.models._protocol import ChatModel
 from pluralism.population import mentions
 from pluralism.types import Community, GenerationParams
 
-
 _SENTENCE = re.compile(r"(?<=[.!?])\s+|:\s+")
 # How much naming a country or survey group counts, added to a cosine similarity.
 MENTION_BONUS_STEER = 0.5
@@ -165,7 +164,10 @@ class Router:
         return SteerMatch(self.communities[best], sims[best], "embedding")
 
     async def select_with_model(self, steer: str, model: ChatModel) -> SteerMatch:
-        """Modular Pluralism's way: ask the model which community fits; embedding on a bad answer."""
+        """Modular Pluralism's way: ask the model which community fits.
+
+        Falls back to the embedding match when the answer names no listed community.
+        """
         listing = "\n".join(
             f"{i + 1}. {c.name}: {c.description}" for i, c in enumerate(self.communities)
         )

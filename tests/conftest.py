@@ -11,10 +11,10 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from pluralism.config import default_dir, load_communities  # noqa: E402
-from pluralism.embedding import CachedEmbedder, default_embedder  # noqa: E402
-from pluralism.models import ModelPool, ScriptedChatModel  # noqa: E402
-from pluralism.types import Community, ModelSpec  # noqa: E402
+from pluralism.config import default_dir, load_communities
+from pluralism.embedding import CachedEmbedder, default_embedder
+from pluralism.models import ModelPool, ScriptedChatModel
+from pluralism.types import Community, ModelSpec
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -62,8 +62,10 @@ def test_missing_prompt_is_a_usage_error() -> None:
     [
         (["--mode", "distributional", "--option", "yes"], "at least two"),
         (["--mode", "steerable", "--steer", "lattice QCD"], "No community matches"),
-        (["--mode", "distributional", "--population", "Atlantis", "-o", "a", "-o", "b"],
-         "maps to no community"),
+        (
+            ["--mode", "distributional", "--population", "Atlantis", "-o", "a", "-o", "b"],
+            "maps to no community",
+        ),
         (["--mode", "steerable"], "needs a steer target"),
     ],
 )

@@ -56,8 +56,9 @@ def test_steerable_answers_as_the_matched_community(
 
 
 def test_steerable_with_options_returns_the_community_distribution(plural: Pluralism) -> None:
-    r = plural.respond("Is divorce acceptable?", mode="steerable", steer="conservative",
-                       options=["yes", "no"])
+    r = plural.respond(
+        "Is divorce acceptable?", mode="steerable", steer="conservative", options=["yes", "no"]
+    )
     assert r.steered_to == "conservative"
     assert r.distribution is not None and sum(r.distribution.values()) == pytest.approx(1.0)
     assert r.text.startswith("As Conservative:")
@@ -80,8 +81,12 @@ def test_distributional_mixes_community_scores_by_population_weights(
     pool = ModelPool()
     pool.register(Settings().meta_model, ByPersona())
     plural = Pluralism(default_pool, embedder=embedder, models=pool)
-    r = plural.respond("Should taxes be cut?", mode="distributional",
-                       population="POLPARTY_Republican", options=["yes", "no"])
+    r = plural.respond(
+        "Should taxes be cut?",
+        mode="distributional",
+        population="POLPARTY_Republican",
+        options=["yes", "no"],
+    )
     w = r.trace.population_weights
     assert set(w) == {"progressive", "moderate", "conservative"}
     expected_yes = w["conservative"] * 0.9 + (1 - w["conservative"]) * 0.2
@@ -92,8 +97,12 @@ def test_distributional_mixes_community_scores_by_population_weights(
 
 
 def test_distributional_country_maps_to_its_continent(plural: Pluralism) -> None:
-    r = plural.respond("Is it fine to eat dog?", mode="distributional", population="Japan",
-                       options=["yes", "no", "depends"])
+    r = plural.respond(
+        "Is it fine to eat dog?",
+        mode="distributional",
+        population="Japan",
+        options=["yes", "no", "depends"],
+    )
     assert r.trace.population_weights == {"asia": 1.0}
     assert r.distribution == r.perspectives[0].distribution
 
@@ -107,7 +116,7 @@ def test_distributional_without_population_is_uniform_and_traced(plural: Plurali
 def test_distributional_without_options_gives_shares_of_perspectives(plural: Pluralism) -> None:
     r = plural.respond("What about gun control?", mode="distributional", population="Democrat")
     assert r.distribution is None
-    assert [p.community for p in r.perspectives][0] == "progressive"
+    assert r.perspectives[0].community == "progressive"
     assert sum(p.weight for p in r.perspectives) == pytest.approx(1.0)
     assert "Progressive (" in r.text
 
@@ -115,8 +124,12 @@ def test_distributional_without_options_gives_shares_of_perspectives(plural: Plu
 def test_unknown_population_can_fall_back_to_uniform(
     default_pool: list[Community], embedder: CachedEmbedder, scripted_pool: ModelPool
 ) -> None:
-    lenient = Pluralism(default_pool, embedder=embedder, models=scripted_pool,
-                        settings=Settings(strict_population=False))
+    lenient = Pluralism(
+        default_pool,
+        embedder=embedder,
+        models=scripted_pool,
+        settings=Settings(strict_population=False),
+    )
     r = lenient.respond("q?", mode="distributional", population="Atlantis", options=["a", "b"])
     assert any("Atlantis" in n for n in r.trace.notes)
 
@@ -131,9 +144,15 @@ def test_system_prompt_and_history_reach_the_meta_agent(
         return ["ok"] * len(batch)
 
     scripted._responder = record
-    plural.respond("And in Japan?", mode="overton", system="You are TravelBot.",
-                   history=[{"role": "user", "content": "Tipping in the US?"},
-                            {"role": "assistant", "content": "Usually 20%."}])
+    plural.respond(
+        "And in Japan?",
+        mode="overton",
+        system="You are TravelBot.",
+        history=[
+            {"role": "user", "content": "Tipping in the US?"},
+            {"role": "assistant", "content": "Usually 20%."},
+        ],
+    )
     meta = seen[-1]
     assert meta[0]["content"].startswith("You are TravelBot.")
     assert [m["content"] for m in meta[1:3]] == ["Tipping in the US?", "Usually 20%."]
@@ -151,7 +170,9 @@ async def test_astream_yields_text_then_the_response(plural: Pluralism) -> None:
 
 
 async def test_arespond_runs_concurrently(plural: Pluralism) -> None:
-    rs = await asyncio.gather(*[plural.arespond(f"question {i}?", mode="overton") for i in range(4)])
+    rs = await asyncio.gather(
+        *[plural.arespond(f"question {i}?", mode="overton") for i in range(4)]
+    )
     assert [r.mode for r in rs] == [Mode.OVERTON] * 4
 
 

@@ -18,7 +18,10 @@ pytestmark = pytest.mark.integration
 def test_example_runs(name: str) -> None:
     proc = subprocess.run(
         [sys.executable, str(ROOT / "examples" / name)],
-        capture_output=True, text=True, timeout=600, cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip()
@@ -27,7 +30,10 @@ def test_example_runs(name: str) -> None:
 def test_custom_pool_example_uses_its_own_communities() -> None:
     proc = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "custom_pool.py")],
-        capture_output=True, text=True, timeout=600, cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
     )
     assert "communities: ['city-workers', 'farmers']" in proc.stdout
     assert "steered to: farmers" in proc.stdout

@@ -56,9 +56,24 @@ def test_rules_are_recalled_into_the_trace(real: Pluralism) -> None:
 
 def cli(*args: str) -> dict[str, object]:
     proc = subprocess.run(
-        [sys.executable, "-m", "pluralism", "ask", QUESTION, *args, "--json",
-         "--draft-tokens", "8", "--max-tokens", "12", "--seed", "0"],
-        capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "pluralism",
+            "ask",
+            QUESTION,
+            *args,
+            "--json",
+            "--draft-tokens",
+            "8",
+            "--max-tokens",
+            "12",
+            "--seed",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr
     out: dict[str, object] = json.loads(proc.stdout)
@@ -69,10 +84,14 @@ def cli(*args: str) -> dict[str, object]:
     ("args", "check"),
     [
         (["--mode", "overton"], lambda r: r["mode"] == "overton" and r["text"]),
-        (["--mode", "steerable", "--steer", "conservative"],
-         lambda r: r["steered_to"] == "conservative"),
-        (["--mode", "distributional", "--population", "Germany", "-o", "yes", "-o", "no"],
-         lambda r: set(r["distribution"]) == {"yes", "no"}),
+        (
+            ["--mode", "steerable", "--steer", "conservative"],
+            lambda r: r["steered_to"] == "conservative",
+        ),
+        (
+            ["--mode", "distributional", "--population", "Germany", "-o", "yes", "-o", "no"],
+            lambda r: set(r["distribution"]) == {"yes", "no"},
+        ),
     ],
 )
 def test_cli_json_in_every_mode(args: list[str], check: object) -> None:

@@ -31,7 +31,9 @@ def test_survey_group_maps_through_perspectives(default_pool: list[Community], n
 def test_no_population_is_uniform_and_says_so(default_pool: list[Community]) -> None:
     match = population_weights(None, default_pool)
     assert match.uniform and "uniform" in match.note
-    assert list(match.weights.values()) == [pytest.approx(1 / len(default_pool))] * len(default_pool)
+    assert list(match.weights.values()) == [pytest.approx(1 / len(default_pool))] * len(
+        default_pool
+    )
 
 
 def test_unknown_population_is_an_error_or_uniform(default_pool: list[Community]) -> None:

@@ -8,14 +8,48 @@ import sys
 import pluralism
 
 PINNED = {
-    "CachedEmbedder", "ChatModel", "Community", "ConfigError", "Embedder", "GenerationParams",
-    "InMemoryRuleStore", "InputError", "LocalChatModel", "Membership", "Message", "Mode",
-    "ModelError", "ModelPackageMissingError", "ModelPool", "ModelSpec", "OpenAIChatModel",
-    "Perspective", "PluralRequest", "PluralResponse", "Pluralism", "PluralismError",
-    "PopulationNotFoundError", "Principle", "RedisRuleStore", "Router", "RouterSettings", "Rule",
-    "RuleHit", "RuleMemory", "RuleScope", "RuleStore", "RuleStoreError", "ScriptedChatModel",
-    "SentenceTransformerEmbedder", "Settings", "SteerNotFoundError", "Trace", "UnknownModeError",
-    "UpstreamError", "__version__", "load_communities",
+    "CachedEmbedder",
+    "ChatModel",
+    "Community",
+    "ConfigError",
+    "Embedder",
+    "GenerationParams",
+    "InMemoryRuleStore",
+    "InputError",
+    "LocalChatModel",
+    "Membership",
+    "Message",
+    "Mode",
+    "ModelError",
+    "ModelPackageMissingError",
+    "ModelPool",
+    "ModelSpec",
+    "OpenAIChatModel",
+    "Perspective",
+    "PluralRequest",
+    "PluralResponse",
+    "Pluralism",
+    "PluralismError",
+    "PopulationNotFoundError",
+    "Principle",
+    "RedisRuleStore",
+    "Router",
+    "RouterSettings",
+    "Rule",
+    "RuleHit",
+    "RuleMemory",
+    "RuleScope",
+    "RuleStore",
+    "RuleStoreError",
+    "ScriptedChatModel",
+    "SentenceTransformerEmbedder",
+    "Settings",
+    "SteerNotFoundError",
+    "Trace",
+    "UnknownModeError",
+    "UpstreamError",
+    "__version__",
+    "load_communities",
 }
 
 
@@ -39,6 +73,9 @@ def test_unknown_attribute_is_an_attribute_error() -> None:
 
 def test_import_is_light() -> None:
     """`import pluralism` must not pull torch or LangGraph: the CLI starts through it."""
-    code = "import sys, pluralism; print(sorted(m for m in ('torch','langgraph','transformers') if m in sys.modules))"
+    code = (
+        "import sys, pluralism; "
+        "print(sorted(m for m in ('torch', 'langgraph', 'transformers') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

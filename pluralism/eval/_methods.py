@@ -74,12 +74,15 @@ class Answerer:
         self._communities = communities
         self._pluralism = pluralism
         self._model: Any = None
+        self._pool: Any = None
 
     # -- construction --------------------------------------------------------------------------
     def pool(self) -> Any:
-        from pluralism.config import default_dir, load_communities
+        if self._pool is None:
+            from pluralism.config import default_dir, load_communities
 
-        return load_communities(self._communities or default_dir("communities"))
+            self._pool = load_communities(self._communities or default_dir("communities"))
+        return self._pool
 
     def system(self) -> Any:
         """The `Pluralism` under test: no rule memory (the benchmarks are not about the shipped

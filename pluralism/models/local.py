@@ -10,6 +10,7 @@ import contextlib
 import os
 import threading
 import time
+import warnings
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -95,19 +96,24 @@ class LocalChatModel(SyncChatModel):
         if not name or name == BASE_ADAPTER:
             raise InputError(f"Adapter name {name!r} is reserved; pick another name.")
         try:
-            from peft import PeftModel
+            from peft import PeftModelForCausalLM
         except ImportError as exc:
             raise ModelPackageMissingError(
                 "Community adapters need peft: install it with `pip install 'pluralism[train]'`."
             ) from exc
         with self._lock:
             try:
-                if self._adapters:
-                    self._model.load_adapter(str(path), adapter_name=name)
-                else:
-                    self._model = PeftModel.from_pretrained(
-                        self._model, str(path), adapter_name=name
-                    )
+                with warnings.catch_warnings():
+                    # peft trips a transformers deprecation notice the user can do nothing about.
+                    warnings.simplefilter("ignore", FutureWarning)
+                    if self._adapters:
+                        self._model.load_adapter(str(path), adapter_name=name)
+                    else:
+                        # The causal-LM class even for adapters saved without a task type: only
+                        # it routes `adapter_names` through `generate`.
+                        self._model = PeftModelForCausalLM.from_pretrained(
+                            self._model, str(path), adapter_name=name
+                        )
             except Exception as exc:
                 raise ConfigError(
                     f"Could not load adapter {name!r} ({exc}); check it is a peft adapter "

@@ -12,7 +12,9 @@ from collections.abc import Mapping, Sequence
 from pluralism.types import Perspective
 
 
-def mixture(per_community: Mapping[str, Sequence[float]], weights: Mapping[str, float]) -> list[float]:
+def mixture(
+    per_community: Mapping[str, Sequence[float]], weights: Mapping[str, float]
+) -> list[float]:
     """Σ_c w_c · p_c over the communities present in both, renormalised."""
     shared = [c for c in per_community if weights.get(c, 0.0) > 0]
     if not shared:

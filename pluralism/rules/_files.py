@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pluralism.errors import ConfigError
 from pluralism.types import Rule
@@ -35,6 +35,25 @@ MAX_FILE_BYTES = 2_000_000
 MAX_TEXT_CHARS = 20_000  # Rule.text max_length in pluralism/types.py
 
 Severity = Literal["error", "warning"]
+
+
+class PolicyFile(BaseModel):
+    """One policy file: a list of rules (the shape `rules.schema.json` describes)."""
+
+    model_config = ConfigDict(extra="forbid", title="pluralism policy file")
+
+    rules: list[Rule] = Field(description="The rules of this file; ids are unique across files.")
+
+
+def policy_schema() -> dict[str, Any]:
+    """The JSON Schema of a policy file, for editor completion (shipped as rules.schema.json)."""
+    schema = PolicyFile.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    return schema
+
+
+def schema_path() -> Path:
+    return Path(__file__).resolve().parents[1] / "data" / "rules.schema.json"
 
 
 @dataclass(frozen=True)
@@ -235,6 +254,9 @@ def _load_rule(
         for err in exc.errors():
             line = _line(root, ["rules", i, *err["loc"]])
             out.problems.append(LintProblem(name, line, _friendly(err, raw.get("text")), rule_id=rid))
+        if rid is not None:
+            # Claim the id anyway, so a second rule with it is still reported as a duplicate.
+            out.where.setdefault(rid, (name, at or 0))
         return
     ok = True
     if not rule.text.strip():
@@ -295,3 +317,9 @@ def lint_policies(
     return load_policies(
         directory, known_communities=known_communities, known_populations=known_populations
     ).problems
+
+
+if __name__ == "__main__":  # python -m pluralism.rules._files  regenerates the shipped schema
+    import json
+
+    schema_path().write_text(json.dumps(policy_schema(), indent=2) + "\n", encoding="utf-8")

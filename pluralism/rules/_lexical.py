@@ -42,9 +42,10 @@ BIGRAM_SHARE_LATIN = 0.25
 
 def _stem(word: str) -> str:
     # A light suffix strip so "medications" meets "medication" without a stemming dependency.
-    for suffix in ("ing", "es", "s"):
-        if len(word) > len(suffix) + 3 and word.endswith(suffix):
-            return word[: -len(suffix)]
+    if len(word) > 5 and word.endswith("ing"):
+        return word[:-3]
+    if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
+        return word[:-1]
     return word
 
 

@@ -46,6 +46,7 @@ class ProxyConfig(BaseModel):
     default_mode: ProxyMode = "overton"
     max_body_bytes: int = Field(1_000_000, ge=1024)
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    access_log: bool = False
     settings: Settings = Field(default_factory=Settings)
 
     @field_validator("upstream")

@@ -120,7 +120,9 @@ def test_stream_stop_filter(pieces: list[str], stops: list[str], want: str) -> N
 
 
 def test_import_does_not_load_torch() -> None:
-    code = "import sys, pluralism.models; print('torch' in sys.modules, 'transformers' in sys.modules)"
+    code = (
+        "import sys, pluralism.models; print('torch' in sys.modules, 'transformers' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
 

@@ -108,7 +108,9 @@ def test_hang_times_out_as_504(upstream: FakeUpstream) -> None:
     assert time.perf_counter() - started < 2.0
 
 
-@pytest.mark.parametrize(("fault", "words"), [("garbage", "invalid JSON"), ("nochoices", "choices")])
+@pytest.mark.parametrize(
+    ("fault", "words"), [("garbage", "invalid JSON"), ("nochoices", "choices")]
+)
 def test_malformed_answers_are_502(upstream: FakeUpstream, fault: str, words: str) -> None:
     upstream.plan = [fault]
     with pytest.raises(UpstreamError, match=words) as info:

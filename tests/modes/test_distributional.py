@@ -20,10 +20,16 @@ def test_mixture_without_overlap_is_an_error() -> None:
 
 def test_render_lists_most_likely_first() -> None:
     text = render_options(["yes", "no"], [0.3, 0.7], "Japan")
-    assert text.splitlines() == ["Estimated answer distribution for Japan:", "- no: 70%", "- yes: 30%"]
+    assert text.splitlines() == [
+        "Estimated answer distribution for Japan:",
+        "- no: 70%",
+        "- yes: 30%",
+    ]
     views = render_perspectives(
-        [Perspective(community="a", name="A", weight=0.25, text="x"),
-         Perspective(community="b", name="B", weight=0.75, text="y")],
+        [
+            Perspective(community="a", name="A", weight=0.25, text="x"),
+            Perspective(community="b", name="B", weight=0.75, text="y"),
+        ],
         None,
     )
     assert views.splitlines()[1] == "- B (75%): y"

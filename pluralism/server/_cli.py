@@ -1,0 +1,105 @@
+"""`pluralism serve`: the proxy from the command line.
+
+Imported by `pluralism.cli` on every CLI start, so it imports nothing heavy at module level;
+FastAPI, uvicorn and the models load inside `serve`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+DEFAULT_CONFIG = Path("pluralism.yaml")
+
+
+def serve(
+    upstream: Annotated[
+        str | None,
+        typer.Option(help="Base URL of the OpenAI-compatible chatbot to wrap, e.g. "
+                     "http://127.0.0.1:8000/v1 (default: the embedded model)."),
+    ] = None,
+    upstream_model: Annotated[
+        str | None, typer.Option(help="The model name the upstream serves.")
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", help="A pluralism.yaml (default: ./pluralism.yaml if present)."),
+    ] = None,
+    policies: Annotated[
+        Path | None, typer.Option(help="Directory of rule files (default: shipped policies).")
+    ] = None,
+    communities: Annotated[
+        Path | None,
+        typer.Option(help="Directory of community YAML files (default: shipped pool)."),
+    ] = None,
+    host: Annotated[str | None, typer.Option(help="Address to listen on [127.0.0.1].")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on [8080].")] = None,
+    default_mode: Annotated[
+        str | None,
+        typer.Option(help="Mode for model `pluralism`: overton | steerable | distributional | "
+                     "rules [overton]."),
+    ] = None,
+    log_level: Annotated[str | None, typer.Option(help="Log level [info].")] = None,
+) -> None:
+    """Serve the OpenAI-compatible proxy in front of an existing chatbot."""
+    from pluralism.server._config import load_config
+
+    path = config if config is not None else (DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None)
+    cfg = load_config(
+        path,
+        overrides={
+            "upstream": upstream,
+            "upstream_model": upstream_model,
+            "policies": policies,
+            "communities": communities,
+            "host": host,
+            "port": port,
+            "default_mode": default_mode,
+            "log_level": log_level,
+        },
+    )
+    _precheck(cfg)
+    import logging
+
+    import uvicorn
+
+    from pluralism.server._app import create_app
+
+    logging.basicConfig(level=cfg.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    uvicorn.run(
+        create_app(cfg),
+        host=cfg.host,
+        port=cfg.port,
+        log_level=cfg.log_level,
+        access_log=cfg.access_log,
+        # uvloop and httptools when installed: they halve the proxy's own overhead.
+        loop="auto",
+        http="auto",
+        timeout_graceful_shutdown=10,
+    )
+
+
+def _precheck(cfg: object) -> None:
+    """Fail before binding the port on broken files, so the operator sees one clear line."""
+    from pluralism.config import default_dir, load_communities
+    from pluralism.errors import ConfigError
+    from pluralism.rules import load_policies
+    from pluralism.server._config import ProxyConfig
+
+    assert isinstance(cfg, ProxyConfig)
+    if cfg.upstream and not cfg.upstream_model:
+        raise ConfigError(
+            "--upstream is set but --upstream-model is not; name the model the upstream serves"
+        )
+    pool = load_communities(cfg.communities or default_dir("communities"))
+    if cfg.redis_url:
+        return
+    directory = cfg.policies or default_dir("policies")
+    if not directory.is_dir():
+        raise ConfigError(
+            "policies directory does not exist; create it or point --policies elsewhere",
+            path=str(directory),
+        )
+    load_policies(directory, known_communities=[c.id for c in pool]).raise_for_errors()

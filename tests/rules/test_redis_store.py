@@ -1,0 +1,140 @@
+"""The conformance suite and the multi-replica behaviour, against a real redis-server."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from pluralism.errors import RuleStoreError
+from pluralism.rules import InMemoryRuleStore, RedisRuleStore, RuleMemory
+from tests.rules.conftest import HashEmbedder, RedisServer
+from tests.rules.conformance import DIM, StoreConformance, rule, vec
+
+pytestmark = pytest.mark.redis
+
+
+def wait_for(cond: Callable[[], bool], timeout: float = 5.0) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(0.02)
+    return cond()
+
+
+def make(url: str, **kw: object) -> RedisRuleStore:
+    return RedisRuleStore(url, dim=DIM, embedder_id="test", retry_max_s=0.2, **kw)  # type: ignore[arg-type]
+
+
+class TestRedisRuleStore(StoreConformance):
+    @pytest.fixture
+    def store(self, redis_url: str) -> Iterator[RedisRuleStore]:
+        s = make(redis_url)
+        yield s
+        s.close()
+
+
+def test_an_edit_on_one_replica_reaches_the_other(redis_url: str) -> None:
+    a, b = make(redis_url), make(redis_url)
+    try:
+        a.add(rule("x", "first"), vec(1, 0, 0, 0))
+        assert wait_for(lambda: b.version == a.version)
+        a.replace(rule("x", "second"), vec(1, 0, 0, 0))
+        assert wait_for(lambda: b.version == a.version)
+        assert b.snapshot().rules[0].text == "second"
+        b.remove("x")
+        assert wait_for(lambda: len(a.snapshot()) == 0)
+        assert a.version == b.version
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_new_replica_loads_existing_rules(redis_url: str) -> None:
+    a = make(redis_url)
+    a.add(rule("x"), vec(1, 0, 0, 0))
+    a.add(rule("y"), vec(0, 1, 0, 0))
+    b = make(redis_url)
+    try:
+        assert sorted(r.id for r in b.snapshot().rules) == ["x", "y"]
+        assert b.version == a.version
+        assert [h.rule.id for h in b.search(vec(0, 1, 0, 0), 1)] == ["y"]
+    finally:
+        a.close()
+        b.close()
+
+
+def test_namespaces_are_separate(redis_url: str) -> None:
+    a, b = make(redis_url, namespace="one"), make(redis_url, namespace="two")
+    try:
+        a.add(rule("x"), vec(1, 0, 0, 0))
+        time.sleep(0.2)
+        assert len(b.snapshot()) == 0
+    finally:
+        a.close()
+        b.close()
+
+
+def test_unreachable_at_start_is_one_clear_error() -> None:
+    with pytest.raises(RuleStoreError, match="unreachable.*fallback_to_memory") as info:
+        make("redis://127.0.0.1:1/0", connect_timeout_s=0.5)
+    assert "\n" not in str(info.value)
+
+
+def test_fallback_to_memory_warns_and_serves(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING):
+        mem = RuleMemory.from_redis(
+            "redis://127.0.0.1:1/0", embedder=HashEmbedder(), fallback_to_memory=True,
+            connect_timeout_s=0.5, cache_vectors=False,
+        )
+    assert isinstance(mem.store, InMemoryRuleStore)
+    assert "memory instead" in caplog.text
+    mem.add(rule("x", "wash hands before cooking"))
+    assert [h.rule.id for h in mem.recall("wash hands", threshold=0)] == ["x"]
+
+
+def test_another_embedder_is_refused(redis_url: str) -> None:
+    a = make(redis_url)
+    a.close()
+    with pytest.raises(RuleStoreError, match="embedded with 'test'"):
+        RedisRuleStore(redis_url, dim=DIM, embedder_id="other-model")
+
+
+def test_lost_connection_keeps_serving_and_recovers(redis_server: RedisServer, redis_url: str) -> None:
+    a, b = make(redis_url), make(redis_url)
+    try:
+        a.add(rule("x"), vec(1, 0, 0, 0))
+        assert wait_for(lambda: len(b.snapshot()) == 1)
+        redis_server.stop()
+        assert wait_for(lambda: not b.healthy)
+        # Still answering from the last good rules while Redis is away.
+        assert [h.rule.id for h in b.search(vec(1, 0, 0, 0), 1)] == ["x"]
+        assert b.status()["healthy"] is False and b.status()["last_error"]
+        with pytest.raises(RuleStoreError, match="not saved"):
+            a.add(rule("y"), vec(0, 1, 0, 0))
+        redis_server.start()  # empty again: a restarted Redis without persistence
+        assert wait_for(lambda: a.healthy and b.healthy, timeout=10)
+        # A restarted Redis with no data is a counter gap: replicas reload what Redis now holds.
+        a.add(rule("z"), vec(0, 0, 1, 0))
+        assert wait_for(lambda: b.version == a.version)
+        assert b.status()["reconnects"] >= 1
+    finally:
+        a.close()
+        b.close()
+
+
+def test_memory_over_redis_recalls_for_every_replica(redis_url: str) -> None:
+    emb = HashEmbedder()
+    m1 = RuleMemory.from_redis(redis_url, embedder=emb, cache_vectors=False)
+    m2 = RuleMemory.from_redis(redis_url, embedder=emb, cache_vectors=False)
+    try:
+        m1.add(rule("hands", "wash hands before cooking"))
+        assert wait_for(lambda: m2.version == m1.version)
+        assert [h.rule.id for h in m2.recall("should I wash my hands", threshold=0)] == ["hands"]
+        assert m2.healthy
+    finally:
+        m1.close()
+        m2.close()

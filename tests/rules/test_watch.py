@@ -1,0 +1,96 @@
+"""Hot reload: edits are linted and swapped in; broken edits are refused; all is audited."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from pluralism.rules import RuleMemory
+from tests.rules.conftest import HashEmbedder
+
+A = "rules:\n  - id: hands\n    text: Wash your hands.\n    examples: [wash?]\n"
+B = "rules:\n  - id: dogs\n    text: Leash your dog.\n    examples: [dog?]\n"
+
+
+def wait_for(cond: Callable[[], bool], timeout: float = 10.0) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(0.05)
+    return cond()
+
+
+@pytest.fixture
+def live(tmp_path: Path, cache_dir: Path) -> Iterator[tuple[RuleMemory, Path]]:
+    d = tmp_path / "policies"
+    d.mkdir()
+    (d / "a.yaml").write_text(A)
+    mem = RuleMemory.from_path(d, embedder=HashEmbedder(), watch=True, cache_dir=cache_dir)
+    yield mem, d
+    mem.close()
+
+
+def ids(mem: RuleMemory) -> list[str]:
+    return sorted(r.id for r in mem.rules)
+
+
+def test_new_file_is_swapped_in_and_audited(live: tuple[RuleMemory, Path]) -> None:
+    mem, d = live
+    v0 = mem.version
+    (d / "b.yaml").write_text(B)
+    assert wait_for(lambda: ids(mem) == ["dogs", "hands"])
+    assert mem.version != v0
+    last = mem.audit.read()[-1]  # type: ignore[union-attr]
+    assert last["status"] == "applied" and last["added"] == ["dogs"]
+    assert any(f.endswith("b.yaml") for f in last["files"])
+
+
+def test_changed_and_removed_rules_are_audited(live: tuple[RuleMemory, Path]) -> None:
+    mem, d = live
+    (d / "a.yaml").write_text(A.replace("Wash your hands.", "Wash your hands well."))
+    assert wait_for(lambda: mem.rules[0].text == "Wash your hands well.")
+    assert mem.audit.read()[-1]["changed"] == ["hands"]  # type: ignore[union-attr]
+    (d / "a.yaml").unlink()
+    assert wait_for(lambda: ids(mem) == [])
+    assert mem.audit.read()[-1]["removed"] == ["hands"]  # type: ignore[union-attr]
+
+
+def test_broken_edit_is_refused_and_old_rules_keep_serving(
+    live: tuple[RuleMemory, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    mem, d = live
+    v0 = mem.version
+    (d / "a.yaml").write_text("rules:\n  - id: hands\n    text: [broken\n")
+    assert wait_for(lambda: any(e["status"] == "refused" for e in mem.audit.read()))  # type: ignore[union-attr]
+    assert mem.version == v0 and ids(mem) == ["hands"]
+    assert [h.rule.id for h in mem.recall("wash hands")] == ["hands"]
+    assert "Refused a policy change" in caplog.text and "a.yaml:3" in caplog.text
+    refused = [e for e in mem.audit.read() if e["status"] == "refused"][-1]  # type: ignore[union-attr]
+    assert "YAML syntax error" in refused["problems"][0]
+    # Fixing the file brings reloads back.
+    (d / "a.yaml").write_text(A + B.replace("rules:\n", ""))
+    assert wait_for(lambda: ids(mem) == ["dogs", "hands"])
+
+
+def test_audit_file_and_dotfiles_do_not_trigger_reloads(live: tuple[RuleMemory, Path]) -> None:
+    mem, d = live
+    n = len(mem.audit.read())  # type: ignore[union-attr]
+    (d / ".scratch.yaml").write_text(B)
+    (d / "notes.txt").write_text("hello")
+    time.sleep(1.0)
+    assert len(mem.audit.read()) == n  # type: ignore[union-attr]
+
+
+def test_close_stops_watching(tmp_path: Path, cache_dir: Path) -> None:
+    d = tmp_path / "p"
+    d.mkdir()
+    (d / "a.yaml").write_text(A)
+    mem = RuleMemory.from_path(d, embedder=HashEmbedder(), watch=True, cache_dir=cache_dir)
+    mem.close()
+    (d / "b.yaml").write_text(B)
+    time.sleep(1.0)
+    assert ids(mem) == ["hands"]

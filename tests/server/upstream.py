@@ -1,0 +1,112 @@
+"""Real OpenAI-compatible HTTP upstreams on 127.0.0.1 for the proxy tests and the benchmark.
+
+`instant_app` answers at once with an echo of the last user message (for overhead and fault
+tests); `model_app` wraps any `ChatModel` (the integration test serves the real SmolLM2).
+`fault` in a plan makes the next request misbehave: "500", "hang", "garbage", "close".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+Answer = Callable[[list[dict[str, Any]], dict[str, Any]], str]
+
+
+def echo(messages: list[dict[str, Any]], body: dict[str, Any]) -> str:
+    last = next((m for m in reversed(messages) if m.get("role") == "user"), {"content": ""})
+    return f"echo: {last.get('content', '')}"
+
+
+class Upstream:
+    """A tiny OpenAI-compatible server; `requests` records every body it was sent."""
+
+    def __init__(self, answer: Answer = echo, *, blocking: bool = False) -> None:
+        self.answer = answer
+        self.blocking = blocking
+        self.plan: list[str] = []
+        self.requests: list[dict[str, Any]] = []
+        self.hang_s = 5.0
+        routes = [Route("/v1/chat/completions", self._chat, methods=["POST"])]
+        self.app = Starlette(routes=routes)
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind(("127.0.0.1", 0))
+        self.port: int = self._sock.getsockname()[1]
+        self.base_url = f"http://127.0.0.1:{self.port}/v1"
+        config = uvicorn.Config(self.app, log_level="error", lifespan="off")
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True
+        )
+
+    def start(self) -> Upstream:
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the test upstream did not start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=5)
+        self._sock.close()
+
+    async def _chat(self, request: Request) -> Response:
+        body = await request.json()
+        self.requests.append(
+            {"body": body, "authorization": request.headers.get("authorization")}
+        )
+        fault = self.plan.pop(0) if self.plan else None
+        if fault == "500":
+            return JSONResponse({"error": {"message": "boom"}}, status_code=500)
+        if fault == "hang":
+            await asyncio.sleep(self.hang_s)
+        if fault == "garbage":
+            return Response("<html>not json</html>", media_type="application/json")
+        if self.blocking:
+            text = await asyncio.to_thread(self.answer, body["messages"], body)
+        else:
+            text = self.answer(body["messages"], body)
+        if body.get("stream"):
+            return StreamingResponse(_sse(text), media_type="text/event-stream")
+        return JSONResponse(completion(text, body.get("model", "upstream")))
+
+
+def completion(text: str, model: str = "upstream") -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-upstream",
+        "object": "chat.completion",
+        "created": 0,
+        "model": model,
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+        ],
+    }
+
+
+async def _sse(text: str) -> AsyncIterator[str]:
+    for i, word in enumerate(text.split(" ")):
+        piece = word if i == 0 else f" {word}"
+        yield f"data: {json.dumps({'choices': [{'index': 0, 'delta': {'content': piece}}]})}\n\n"
+    yield "data: [DONE]\n\n"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
