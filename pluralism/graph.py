@@ -12,15 +12,14 @@ import asyncio
 import operator
 import time
 from collections import defaultdict
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Annotated, Any, TypedDict
 
 from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Send
 
+from pluralism._calls import generate_for, recall_rules, score_for
 from pluralism.embedding import Embedder
 from pluralism.errors import InputError
 from pluralism.models._protocol import ChatModel
@@ -141,7 +140,7 @@ def build_graph(rt: Runtime) -> Any:
             communities=sorted(state["active"]),
             populations=[req.population] if req.population else [],
         )
-        hits = await _recall(rt.rules, req.prompt, rt.settings.rules_k, scope)
+        hits = await recall_rules(rt.rules, req.prompt, rt.settings.rules_k, scope)
         return {
             "hits": hits,
             "rules_version": rt.rules.version,
@@ -193,39 +192,43 @@ def build_graph(rt: Runtime) -> Any:
             return "situate"
         return fan_out(state)
 
-    async def draft(task: DraftTask) -> dict[str, Any]:
-        t0 = time.perf_counter()
+    def batch_for(task: DraftTask) -> tuple[list[Community], ChatModel, list[list[Message]]]:
+        """The task's communities, the model they share, and one conversation each."""
         req = task["request"]
         members = [rt.communities[cid] for cid in task["members"]]
-        model = rt.community_model(members[0])
-        batch = [
+        convs = [
             draft_messages(c, req.prompt, context=task["context"], history=req.history)
             for c in members
         ]
-        texts = await _generate(model, batch, members, req.params or rt.settings.draft)
+        return members, rt.community_model(members[0]), convs
+
+    def batch_result(
+        step: str, model: ChatModel, drafts: list[Perspective], t0: float
+    ) -> dict[str, Any]:
+        ms = _ms(t0)
+        return {
+            "drafts": drafts,
+            "timings": {f"{step}[{model.model_id}]": ms},
+            "model_ms": ms,
+            "models": {p.community: model.model_id for p in drafts},
+        }
+
+    async def draft(task: DraftTask) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        members, model, convs = batch_for(task)
+        params = task["request"].params or rt.settings.draft
+        texts = await generate_for(model, convs, members, params)
         drafts = [
             Perspective(community=c.id, name=c.name, weight=task["members"][c.id], text=t.strip())
             for c, t in zip(members, texts, strict=True)
         ]
-        ms = _ms(t0)
-        return {
-            "drafts": drafts,
-            "timings": {f"drafts[{model.model_id}]": ms},
-            "model_ms": ms,
-            "models": {c.id: model.model_id for c in members},
-        }
+        return batch_result("drafts", model, drafts, t0)
 
     async def score(task: DraftTask) -> dict[str, Any]:
         t0 = time.perf_counter()
-        req = task["request"]
-        options = req.options or []
-        members = [rt.communities[cid] for cid in task["members"]]
-        model = rt.community_model(members[0])
-        prompts = [
-            draft_messages(c, req.prompt, context=task["context"], history=req.history)
-            for c in members
-        ]
-        dists = await _score(model, prompts, options, members)
+        members, model, convs = batch_for(task)
+        options = task["request"].options or []
+        dists = await score_for(model, convs, options, members)
         drafts = [
             Perspective(
                 community=c.id,
@@ -236,13 +239,7 @@ def build_graph(rt: Runtime) -> Any:
             )
             for c, d in zip(members, dists, strict=True)
         ]
-        ms = _ms(t0)
-        return {
-            "drafts": drafts,
-            "timings": {f"score[{model.model_id}]": ms},
-            "model_ms": ms,
-            "models": {c.id: model.model_id for c in members},
-        }
+        return batch_result("score", model, drafts, t0)
 
     async def aggregate(state: State) -> dict[str, Any]:
         t0 = time.perf_counter()
@@ -354,58 +351,6 @@ def build_graph(rt: Runtime) -> Any:
     g.add_conditional_edges("aggregate", after_aggregate, ["answer", END])
     g.add_edge("answer", END)
     return g.compile()
-
-
-async def _recall(rules: Any, prompt: str, k: int, scope: RuleScope) -> list[RuleHit]:
-    arecall = getattr(rules, "arecall", None)
-    if arecall is not None:
-        hits: list[RuleHit] = await arecall(prompt, k=k, scope=scope)
-        return hits
-    result: list[RuleHit] = await asyncio.to_thread(rules.recall, prompt, k=k, scope=scope)
-    return result
-
-
-def adapter_names(model: ChatModel, members: Sequence[Community]) -> list[str | None] | None:
-    """Per-row adapter names for a batch, loading each community's adapter on first use.
-
-    An adapter path is relative to the community file that names it, so a trained community
-    (YAML + adapter folder) can be moved as one directory. None: no member uses an adapter.
-    """
-    if not any(c.adapter for c in members):
-        return None
-    load = getattr(model, "load_adapter", None)
-    if load is None:
-        raise InputError(
-            f"Community {next(c.id for c in members if c.adapter)!r} names an adapter, but its "
-            f"model {model.model_id!r} cannot load adapters; use the local backend."
-        )
-    names: list[str | None] = []
-    for c in members:
-        if c.adapter and c.id not in getattr(model, "adapters", ()):
-            base = Path(c.source).parent if c.source else Path.cwd()
-            load(c.id, base / c.adapter)
-        names.append(c.id if c.adapter else None)
-    return names
-
-
-async def _generate(
-    model: ChatModel, batch: list[list[Message]], members: Sequence[Community], params: Any
-) -> list[str]:
-    names = adapter_names(model, members)
-    if names is None:
-        return await model.agenerate(batch, params)
-    gen = model.generate
-    return list(await asyncio.to_thread(lambda: gen(batch, params, adapters=names)))  # type: ignore[call-arg]
-
-
-async def _score(
-    model: ChatModel, prompts: list[list[Message]], options: list[str], members: Sequence[Community]
-) -> list[list[float]]:
-    names = adapter_names(model, members)
-    if names is None:
-        return await model.ascore_batch(prompts, options)
-    score = model.score_batch
-    return list(await asyncio.to_thread(lambda: score(prompts, options, adapters=names)))  # type: ignore[call-arg]
 
 
 def mermaid() -> str:

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from pluralism.errors import InputError
 
+Target = tuple[str, list[str], list[float]]  # question, options, answer shares
 Task = Literal["overton", "steerable", "distributional"]
 # Survey answers that say nothing about an opinion; Modular Pluralism's files leave them out.
 NON_ANSWERS = frozenset({"refused", "dk/refused", "don't know", "dk", "no answer"})
@@ -96,7 +97,7 @@ def load_items(path: str | Path, task: Task) -> list[Item]:
                 expl = r.get("explanation") or [""] * len(r["vrd"])
                 values = [f"{v}: {e}".strip(": ") for v, e in zip(r["vrd"], expl, strict=False)]
                 items.append(Item(key=_key(r, i), question=r["situation"], values=values))
-        elif "label" in first:  # Value Kaleidoscope steerable
+        elif "label" in first and task == "steerable":  # Value Kaleidoscope
             for i, r in enumerate(rows):
                 items.append(
                     Item(
@@ -182,7 +183,7 @@ def load_survey(root: str | Path, attribute: str) -> list[SurveyQuestion]:
 
 def group_targets(
     questions: list[SurveyQuestion], groups: list[str], attribute: str
-) -> list[tuple[str, list[str], list[float]]]:
+) -> list[Target]:
     """(question, options, mean distribution of `groups`) for questions every group answered."""
     known = {g for q in questions for g in q.groups}
     missing = [g for g in groups if g not in known]
@@ -202,7 +203,7 @@ def group_targets(
 
 def row_targets(
     items: list[Item], accept: set[str]
-) -> list[tuple[str, list[str], list[float]]]:
+) -> list[Target]:
     """(question, options, mean distribution over the accepted attributes) per question."""
     from pluralism.population import normalise
 
@@ -213,4 +214,20 @@ def row_targets(
     return [
         (q, list(opts), [sum(col) / len(ds) for col in zip(*ds, strict=True)])
         for (q, opts), ds in by_q.items()
+    ]
+
+
+def merge_targets(parts: list[list[Target]]) -> list[Target]:
+    """One target per (question, options): the mean over the parts that have it."""
+    by_q: dict[tuple[str, tuple[str, ...]], list[list[float]]] = {}
+    for part in parts:
+        for q, opts, dist in part:
+            by_q.setdefault((norm_question(q) or q, tuple(opts)), []).append(dist)
+    first: dict[tuple[str, tuple[str, ...]], str] = {}
+    for part in parts:
+        for q, opts, _ in part:
+            first.setdefault((norm_question(q) or q, tuple(opts)), q)
+    return [
+        (first[k], list(k[1]), [sum(col) / len(ds) for col in zip(*ds, strict=True)])
+        for k, ds in by_q.items()
     ]

@@ -151,6 +151,8 @@ def run(
 
         judge = EmbeddingJudge()
     with path.open("a", encoding="utf-8") as fh, _progress(progress) as bar:
+        if path.stat().st_size and not path.read_bytes().endswith(b"\n"):
+            fh.write("\n")  # a line cut short by a kill must not swallow the next result
         tid = bar.add_task(f"{task} · {method}", total=len(chosen), completed=len(chosen) - len(todo))
         for it in todo:
             row: dict[str, Any] = {"key": it.key, "attribute": it.attribute}

@@ -20,11 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from pluralism.errors import InputError
-from pluralism.eval._data import is_heldout, norm_question
+from pluralism.eval._data import Target, is_heldout, norm_question
 from pluralism.eval._metrics import js_distance, mean
 from pluralism.types import Community, Message
 
-Target = tuple[str, list[str], list[float]]  # question, options, answer shares
 
 
 @dataclass
@@ -189,7 +188,7 @@ def train_choice_adapter(
         opt.zero_grad()
         loss.backward()
         opt.step()
-        report.losses.append(float(loss))
+        report.losses.append(float(loss.detach()))
         if on_step is not None:
             on_step(step, len(steps), float(loss))
     report.val_js_after = _val_js(lm, model, community, val) if val else float("nan")
@@ -254,7 +253,7 @@ def train_text_adapter(
         opt.zero_grad()
         loss.backward()
         opt.step()
-        report.losses.append(float(loss))
+        report.losses.append(float(loss.detach()))
         if on_step is not None:
             on_step(step, len(steps), float(loss))
     save_adapter(model, out)

@@ -118,6 +118,10 @@ class RedisRuleStore(SnapshotStore):
         )
         index = RuleIndex(rules, vectors, ivf_min_rows=self._ivf_min_rows)
         with self._write_lock:
+            # A write may have landed while we read; the hashes we read are at least as new as
+            # `counter`, so only an older counter means our read is stale.
+            if counter < self._counter:
+                return
             self._counter = counter
             self._swap(index)
 

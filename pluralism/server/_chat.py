@@ -74,7 +74,9 @@ async def read_body(request: Request, limit: int) -> bytes:
 def parse(body: bytes) -> ChatCompletionRequest:
     if not body.strip():
         raise ProxyError(
-            400, "The request body is empty; send a JSON chat completion request.", code="empty_body"
+            400,
+            "The request body is empty; send a JSON chat completion request.",
+            code="empty_body",
         )
     try:
         body.decode("utf-8")
@@ -88,11 +90,14 @@ def parse(body: bytes) -> ChatCompletionRequest:
         data = loads(body)
     except ValueError as exc:
         raise ProxyError(
-            400, f"The request body is not valid JSON ({exc}); send a JSON object.", code="invalid_json"
+            400,
+            f"The request body is not valid JSON ({exc}); send a JSON object.",
+            code="invalid_json",
         ) from None
     if not isinstance(data, dict):
         raise ProxyError(
-            400, "The request body must be a JSON object with `model` and `messages`.",
+            400,
+            "The request body must be a JSON object with `model` and `messages`.",
             code="invalid_json",
         )
     try:
@@ -177,8 +182,10 @@ def plan(state: ProxyState, req: ChatCompletionRequest) -> Plan:
     users = [i for i, m in enumerate(req.messages) if m.role == "user"]
     if not users:
         raise ProxyError(
-            400, "The conversation has no user message; add one with the question to answer.",
-            code="no_user_message", param="messages",
+            400,
+            "The conversation has no user message; add one with the question to answer.",
+            code="no_user_message",
+            param="messages",
         )
     if mode != "rules" and (not turns or req.messages[-1].role != "user"):
         raise ProxyError(
@@ -189,11 +196,7 @@ def plan(state: ProxyState, req: ChatCompletionRequest) -> Plan:
         )
     extras: dict[str, Any] = {}
     if extra is not None:
-        extras = {
-            k: v
-            for k, v in extra.model_dump(exclude={"mode"}).items()
-            if v is not None
-        }
+        extras = {k: v for k, v in extra.model_dump(exclude={"mode"}).items() if v is not None}
     return Plan(
         model=req.model,
         mode=mode,

@@ -17,8 +17,10 @@ DEFAULT_CONFIG = Path("pluralism.yaml")
 def serve(
     upstream: Annotated[
         str | None,
-        typer.Option(help="Base URL of the OpenAI-compatible chatbot to wrap, e.g. "
-                     "http://127.0.0.1:8000/v1 (default: the embedded model)."),
+        typer.Option(
+            help="Base URL of the OpenAI-compatible chatbot to wrap, e.g. "
+            "http://127.0.0.1:8000/v1 (default: the embedded model)."
+        ),
     ] = None,
     upstream_model: Annotated[
         str | None, typer.Option(help="The model name the upstream serves.")
@@ -38,8 +40,10 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Port to listen on [8080].")] = None,
     default_mode: Annotated[
         str | None,
-        typer.Option(help="Mode for model `pluralism`: overton | steerable | distributional | "
-                     "rules [overton]."),
+        typer.Option(
+            help="Mode for model `pluralism`: overton | steerable | distributional | "
+            "rules [overton]."
+        ),
     ] = None,
     log_level: Annotated[str | None, typer.Option(help="Log level [info].")] = None,
 ) -> None:

@@ -85,7 +85,9 @@ def load_config(
     if path is not None:
         file = Path(path)
         if not file.is_file():
-            raise ConfigError("config file not found; pass an existing pluralism.yaml", path=str(file))
+            raise ConfigError(
+                "config file not found; pass an existing pluralism.yaml", path=str(file)
+            )
         where = str(file)
         loaded, text = read_yaml(file)
         if loaded is None:
@@ -121,7 +123,9 @@ def env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
         raw = env.get(f"{ENV_PREFIX}{name.upper()}")
         if raw is None:
             continue
-        out[name] = [k.strip() for k in raw.split(",") if k.strip()] if name in _LIST_FIELDS else raw
+        out[name] = (
+            [k.strip() for k in raw.split(",") if k.strip()] if name in _LIST_FIELDS else raw
+        )
     return out
 
 

@@ -15,10 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from pluralism.errors import ConfigError
 from pluralism.server._config import ProxyConfig
 from pluralism.server._metrics import Metrics
 from pluralism.server._timing import TimedModel
+from pluralism.server._transport import lean_client
 
 log = logging.getLogger("pluralism.server")
 
@@ -58,6 +61,8 @@ class ProxyState:
     meta: TimedModel | None = None
     upstream_label: str = "local"
     load_error: str | None = None
+    # The upstream's HTTP client, bound to the serving loop on first use.
+    client: httpx.AsyncClient | None = None
     started: float = field(default_factory=time.time)
 
     @classmethod
@@ -102,12 +107,14 @@ class ProxyState:
                     "serves (--upstream-model)"
                 )
             key = cfg.upstream_api_key.get_secret_value() if cfg.upstream_api_key else None
+            self.client = lean_client()
             upstream = OpenAIChatModel(
                 cfg.upstream,
                 cfg.upstream_model,
                 api_key=key or None,
                 timeout_s=cfg.upstream_timeout_s,
                 max_retries=cfg.upstream_max_retries,
+                client=self.client,
             )
             self.upstream_label = upstream._upstream
             meta = TimedModel(upstream, on_call=self.metrics.upstream.observe)
@@ -173,5 +180,7 @@ class ProxyState:
 
 def _plain(status: dict[str, Any]) -> dict[str, Any]:
     """Only JSON scalars from a store's status (it may hold clients or paths)."""
-    return {k: v if isinstance(v, str | int | float | bool) or v is None else str(v) for k, v in
-            status.items()}
+    return {
+        k: v if isinstance(v, str | int | float | bool) or v is None else str(v)
+        for k, v in status.items()
+    }

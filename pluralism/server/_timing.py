@@ -19,7 +19,7 @@ from pluralism.types import GenerationParams
 class ModelClock:
     """Milliseconds spent inside model calls for one request (parallel calls add up)."""
 
-    __slots__ = ("ms", "wall_ms", "_open", "_since")
+    __slots__ = ("_open", "_since", "ms", "wall_ms")
 
     def __init__(self) -> None:
         self.ms = 0.0

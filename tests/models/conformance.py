@@ -15,7 +15,7 @@ from pluralism.errors import InputError
 from pluralism.models import ChatModel
 from pluralism.types import GenerationParams, Message
 
-SHORT = GenerationParams(max_tokens=12)
+SHORT = GenerationParams(max_tokens=8)
 PERSONAS = [
     "You are a rice farmer in rural Vietnam.",
     "You are a software engineer in Berlin.",

@@ -20,7 +20,7 @@ from pluralism.types import GenerationParams
 
 from .conformance import PERSONAS, ChatModelConformance, conv
 
-GREEDY = GenerationParams(max_tokens=12)
+GREEDY = GenerationParams(max_tokens=10)
 
 
 # -- cache mechanics (no model needed) -------------------------------------------------------
@@ -225,7 +225,9 @@ def lora_dir(smol_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     torch.manual_seed(0)
     base = AutoModelForCausalLM.from_pretrained(str(smol_dir))
-    config = LoraConfig(r=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    config = LoraConfig(
+        r=8, lora_alpha=64, target_modules=["q_proj", "v_proj"], init_lora_weights=False
+    )
     out = tmp_path_factory.mktemp("lora")
     get_peft_model(base, config).save_pretrained(str(out))
     return out

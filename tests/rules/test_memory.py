@@ -65,7 +65,7 @@ def test_edits_change_version_and_are_audited(policies: Path, embedder: HashEmbe
 def test_vectors_are_cached_on_disk_by_text(policies: Path, cache_dir: Path) -> None:
     first = HashEmbedder()
     RuleMemory.from_path(policies, embedder=first, cache_dir=cache_dir).close()
-    assert first.texts == 2
+    assert first.texts == 4  # two rule texts and their two examples
     second = HashEmbedder()
     RuleMemory.from_path(policies, embedder=second, cache_dir=cache_dir).close()
     assert second.texts == 0

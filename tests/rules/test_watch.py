@@ -11,8 +11,8 @@ import pytest
 from pluralism.rules import RuleMemory
 from tests.rules.conftest import HashEmbedder
 
-A = "rules:\n  - id: hands\n    text: Wash your hands.\n    examples: [wash?]\n"
-B = "rules:\n  - id: dogs\n    text: Leash your dog.\n    examples: [dog?]\n"
+A = "rules:\n  - id: hands\n    text: Wash your hands.\n    examples: [\"wash hands?\"]\n"
+B = "rules:\n  - id: dogs\n    text: Leash your dog.\n    examples: [\"walk the dog?\"]\n"
 
 
 def wait_for(cond: Callable[[], bool], timeout: float = 10.0) -> bool:

@@ -1,0 +1,68 @@
+"""Calls into models and the rule memory on behalf of the graph's nodes.
+
+Adapters are resolved here: a community's LoRA adapter is loaded into its (shared) local model on
+first use and named per row, so communities with different adapters still share one batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pluralism.errors import InputError
+from pluralism.models._protocol import ChatModel
+from pluralism.types import Community, Message, RuleHit, RuleScope
+
+
+async def recall_rules(rules: Any, prompt: str, k: int, scope: RuleScope) -> list[RuleHit]:
+    arecall = getattr(rules, "arecall", None)
+    if arecall is not None:
+        hits: list[RuleHit] = await arecall(prompt, k=k, scope=scope)
+        return hits
+    result: list[RuleHit] = await asyncio.to_thread(rules.recall, prompt, k=k, scope=scope)
+    return result
+
+
+def adapter_names(model: ChatModel, members: Sequence[Community]) -> list[str | None] | None:
+    """Per-row adapter names for a batch, loading each community's adapter on first use.
+
+    An adapter path is relative to the community file that names it, so a trained community
+    (YAML + adapter folder) can be moved as one directory. None: no member uses an adapter.
+    """
+    if not any(c.adapter for c in members):
+        return None
+    load = getattr(model, "load_adapter", None)
+    if load is None:
+        raise InputError(
+            f"Community {next(c.id for c in members if c.adapter)!r} names an adapter, but its "
+            f"model {model.model_id!r} cannot load adapters; use the local backend."
+        )
+    names: list[str | None] = []
+    for c in members:
+        if c.adapter and c.id not in getattr(model, "adapters", ()):
+            base = Path(c.source).parent if c.source else Path.cwd()
+            load(c.id, base / c.adapter)
+        names.append(c.id if c.adapter else None)
+    return names
+
+
+async def generate_for(
+    model: ChatModel, batch: list[list[Message]], members: Sequence[Community], params: Any
+) -> list[str]:
+    names = adapter_names(model, members)
+    if names is None:
+        return await model.agenerate(batch, params)
+    gen = model.generate
+    return list(await asyncio.to_thread(lambda: gen(batch, params, adapters=names)))  # type: ignore[call-arg]
+
+
+async def score_for(
+    model: ChatModel, prompts: list[list[Message]], options: list[str], members: Sequence[Community]
+) -> list[list[float]]:
+    names = adapter_names(model, members)
+    if names is None:
+        return await model.ascore_batch(prompts, options)
+    score = model.score_batch
+    return list(await asyncio.to_thread(lambda: score(prompts, options, adapters=names)))  # type: ignore[call-arg]

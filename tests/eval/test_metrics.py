@@ -1,0 +1,77 @@
+"""Metric maths against hand-computed values, and the coverage judge's behaviour."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import pytest
+
+from pluralism.eval._metrics import (
+    CALIBRATION,
+    EmbeddingJudge,
+    coverage,
+    js_distance,
+    mean,
+    top_match,
+)
+
+
+def test_js_distance_matches_hand_computation() -> None:
+    # Disjoint supports: JS divergence is ln 2 with natural logs, so the distance is sqrt(ln 2).
+    assert js_distance([1, 0], [0, 1]) == pytest.approx(math.sqrt(math.log(2)))
+    # p=(.5,.5), q=(1,0): m=(.75,.25); KL(p||m)=.143841, KL(q||m)=.287682 → sqrt(mean)=.464502.
+    assert js_distance([0.5, 0.5], [1, 0]) == pytest.approx(0.464502, abs=1e-6)
+    assert js_distance([0.2, 0.8], [0.2, 0.8]) == pytest.approx(0.0, abs=1e-7)
+    assert js_distance([2, 2], [1, 0]) == pytest.approx(0.464502, abs=1e-6)  # unnormalised input
+
+
+def test_top_match_and_mean() -> None:
+    assert top_match([0.1, 0.7, 0.2], [0.2, 0.5, 0.3])
+    assert not top_match([0.6, 0.4], [0.4, 0.6])
+    assert mean([1.0, 0.0, 0.5]) == 0.5
+    assert math.isnan(mean([]))
+
+
+class KeywordJudge:
+    """A judge users could plug in: covered when the value's first word appears."""
+
+    def covers(self, answer: str, values: Sequence[str]) -> list[bool]:
+        return [v.split(":")[0].casefold() in answer.casefold() for v in values]
+
+
+def test_coverage_uses_any_pluggable_judge() -> None:
+    judge = KeywordJudge()
+    values = ["Honesty: be truthful", "Loyalty: stand by friends", "Safety: avoid harm"]
+    assert coverage(judge, "Honesty and loyalty both matter.", values) == pytest.approx(2 / 3)
+    assert coverage(judge, "anything", []) == 0.0
+
+
+@pytest.fixture(scope="module")
+def judge(embedder: object) -> EmbeddingJudge:
+    return EmbeddingJudge(embedder)
+
+
+def test_embedding_judge_threshold_matches_its_calibration(judge: EmbeddingJudge) -> None:
+    calibrated = EmbeddingJudge(judge.embedder)
+    threshold = calibrated.calibrate()
+    assert threshold == pytest.approx(judge.threshold, abs=0.02)
+    right = sum(calibrated.covers(a, [v])[0] == ok for v, a, ok in CALIBRATION)
+    assert right >= len(CALIBRATION) - 1
+
+
+def test_embedding_judge_is_monotone_in_what_the_answer_says(judge: EmbeddingJudge) -> None:
+    values = [
+        "Honesty: telling the truth matters",
+        "Loyalty: standing by your friends",
+        "Safety: protecting people from harm",
+    ]
+    answers = [
+        "",
+        "You should tell the truth.",
+        "You should tell the truth. Stand by your friends too.",
+        "You should tell the truth. Stand by your friends too. Make sure nobody gets hurt.",
+    ]
+    scores = [coverage(judge, a, values) for a in answers]
+    assert scores == sorted(scores)
+    assert scores[0] == 0.0 and scores[-1] == 1.0
