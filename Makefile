@@ -18,8 +18,10 @@ redis-server:
 demo: install
 	pluralism ask "$(PROMPT)" --mode overton
 
+# One torch thread per process: the suite runs servers and models side by side on few cores,
+# where two threads each thrash (measured ~10x slower on 2 cores).
 test: install redis-server
-	$(PY) -m pytest -q
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q
 
 lint:
 	ruff check pluralism tests bench examples

@@ -40,6 +40,11 @@ QUESTIONS = [
     "Should cities ban private cars from their centres?",
 ]
 OPTIONS = ["strongly agree", "agree", "disagree", "strongly disagree"]
+RULES = "Rules you must follow:\n" + "\n".join(
+    f"{i}. Respect the dignity, privacy and autonomy of every person; cite local norms where "
+    f"they differ and never present one community's view as universal."
+    for i in range(1, 9)
+)
 
 
 def conv(system: str, user: str) -> list[Message]:
@@ -68,15 +73,22 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer repeats and questions")
     parser.add_argument("--tokens", type=int, default=64, help="new tokens per draft")
     parser.add_argument("--cache-dir", help="cache root (default: a fresh temp dir)")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     args = parser.parse_args()
     repeats = 1 if args.quick else 3
     questions = QUESTIONS[:2] if args.quick else QUESTIONS
 
-    rows: list[tuple[str, float, str, float, str]] = []
+    rows = _Table()
+    print(
+        f"bench_models  torch threads={args.threads or 'default'}  load avg="
+        f"{os.getloadavg()[0]:.2f}  cpus={os.cpu_count()}  quick={args.quick}  "
+        f"python={sys.version.split()[0]}"
+    )
+    print(f"{'figure':<38} {'value':>10}   {'baseline':<30} {'value':>10} {'ratio':>8}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         cache_dir = Path(args.cache_dir or tmp)
         # (a) The first load converts the GGUF into the cache; the timed loads reuse it.
-        LocalChatModel(cache_dir=cache_dir)
+        LocalChatModel(cache_dir=cache_dir, threads=args.threads)
         warm = min(LocalChatModel(cache_dir=cache_dir).load_seconds for _ in range(repeats))
         slow = LocalChatModel(from_gguf=True)
         assert slow.loaded_from == "gguf"
@@ -96,43 +108,47 @@ def main() -> None:
     )
     rows.append(("5 drafts in sequence", seq_s, "1 draft alone", one_s, "s"))
 
-    # (c) Distributional scoring: an item is one question put to all five communities.
-    def batched() -> None:
-        for q in questions:
-            model.score_batch([conv(p, q) for p in PERSONAS], OPTIONS)
-
+    # (c) Distributional scoring: an item is one question put to all five communities. The
+    # second pair gives each community a rules block in its system prompt, as the graph does,
+    # where sharing the prompt prefix across the four orderings saves the most.
     orders = shifts(len(OPTIONS))
 
-    def one_call_each() -> None:
-        for q in questions:
-            for p in PERSONAS:
-                for order in orders:
-                    text = model._prompt_text(choice_conversation(conv(p, q), OPTIONS, order))
-                    model.position_probs([text], len(OPTIONS))
+    def scoring(personas: list[str]) -> tuple[float, float]:
+        def batched() -> None:
+            for q in questions:
+                model.score_batch([conv(p, q) for p in personas], OPTIONS)
 
-    batched()  # warm-up
-    fast = len(questions) / median_time(batched, repeats)
-    slow_rate = len(questions) / median_time(one_call_each, repeats)
+        def one_call_each() -> None:
+            for q in questions:
+                for p in personas:
+                    for order in orders:
+                        c = choice_conversation(conv(p, q), OPTIONS, order)
+                        model.position_probs([model._prompt_text(c)], len(OPTIONS))
+
+        batched()  # warm-up
+        fast = len(questions) / median_time(batched, repeats)
+        return fast, len(questions) / median_time(one_call_each, repeats)
+
+    fast, slow_rate = scoring(PERSONAS)
     rows.append(
-        ("score items/s, batched (20 rows)", fast, "1 call per community x order", slow_rate, "/s")
+        ("score items/s, 5x4 batched", fast, "1 call per community x order", slow_rate, "/s")
+    )
+    fast, slow_rate = scoring([f"{p}\n{RULES}" for p in PERSONAS])
+    rows.append(
+        ("  same, +~250-token rules prompt", fast, "1 call per community x order", slow_rate, "/s")
     )
 
-    print(
-        f"\nbench_models  torch threads={_threads()}  load avg={os.getloadavg()[0]:.2f}  "
-        f"cpus={os.cpu_count()}  quick={args.quick}  python={sys.version.split()[0]}"
-    )
-    print(f"{'figure':<38} {'value':>10}   {'baseline':<30} {'value':>10} {'ratio':>8}")
-    for name, value, base_name, base, unit in rows:
+
+class _Table:
+    """Prints each row as soon as it is measured: a slow machine still shows partial results."""
+
+    def append(self, row: tuple[str, float, str, float, str]) -> None:
+        name, value, base_name, base, unit = row
         print(
             f"{name:<38} {value:>8.3f}{unit:<2} | {base_name:<30} {base:>8.3f}{unit:<2} "
-            f"{value / base:>7.3f}x"
+            f"{value / base:>7.3f}x",
+            flush=True,
         )
-
-
-def _threads() -> int:
-    import torch
-
-    return int(torch.get_num_threads())
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import shutil
 import socket
@@ -44,9 +45,33 @@ PROMPTS = [
     "Is it acceptable to eat with your hands in {}?",
     "Should taxes on the rich be raised in {}?",
 ]
-PLACES = ["Japan", "Kenya", "Brazil", "France", "Fiji", "Canada", "India", "Poland", "Peru",
-          "Egypt", "Norway", "Chile", "Vietnam", "Ghana", "Mexico", "Spain", "Iran", "Samoa",
-          "Italy", "Korea", "Chad", "Cuba", "Laos", "Oman", "Nepal"]
+PLACES = [
+    "Japan",
+    "Kenya",
+    "Brazil",
+    "France",
+    "Fiji",
+    "Canada",
+    "India",
+    "Poland",
+    "Peru",
+    "Egypt",
+    "Norway",
+    "Chile",
+    "Vietnam",
+    "Ghana",
+    "Mexico",
+    "Spain",
+    "Iran",
+    "Samoa",
+    "Italy",
+    "Korea",
+    "Chad",
+    "Cuba",
+    "Laos",
+    "Oman",
+    "Nepal",
+]
 
 
 def free_port() -> int:
@@ -62,8 +87,15 @@ def serve_upstream(port: int) -> None:
 
     from tests.server.upstream import Upstream
 
-    uvicorn.run(Upstream().app, host="127.0.0.1", port=port, log_level="error",
-                access_log=False, loop="auto", http="auto")
+    uvicorn.run(
+        Upstream().app,
+        host="127.0.0.1",
+        port=port,
+        log_level="error",
+        access_log=False,
+        loop="auto",
+        http="auto",
+    )
 
 
 def wait_ready(url: str, timeout_s: float = 180.0) -> None:
@@ -90,38 +122,117 @@ def body(model: str, i: int) -> dict[str, Any]:
     return {"model": model, "messages": [{"role": "user", "content": prompt}], "max_tokens": 16}
 
 
+class RawClient:
+    """Keep-alive HTTP/1.1 over asyncio streams, one connection per worker.
+
+    The load generator shares the 2 cores with both servers, so its own cost per request
+    shows up in every figure: httpx's default client costs ~1 ms of CPU per request and
+    caps the direct upstream at ~250 requests/s at concurrency 32 (it serves ~6,000), which
+    would measure httpx rather than the proxy. `--client httpx` uses it anyway.
+    """
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+
+    async def post(self, path: str, payload: dict[str, Any]) -> tuple[int, dict[str, str], bytes]:
+        if self.conn is None:
+            self.conn = await asyncio.open_connection("127.0.0.1", self.port)
+        reader, writer = self.conn
+        data = json.dumps(payload).encode()
+        writer.write(
+            f"POST {path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+            f"content-length: {len(data)}\r\n\r\n".encode()
+            + data
+        )
+        head = await reader.readuntil(b"\r\n\r\n")
+        status_line, *lines = head.decode("latin-1").split("\r\n")
+        headers = {
+            k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in lines if h)
+        }
+        body = await reader.readexactly(int(headers.get("content-length", 0)))
+        return int(status_line.split()[1]), headers, body
+
+    async def aclose(self) -> None:
+        if self.conn is not None:
+            self.conn[1].close()
+
+
 async def load(
-    url: str, model: str, n: int, concurrency: int, *, on_done: Any = None
+    url: str, model: str, n: int, concurrency: int, *, on_done: Any = None, client: str = "raw"
 ) -> dict[str, Any]:
     """`n` requests with `concurrency` in flight; latencies in ms and the proxy's own header."""
     latencies: list[float] = []
     overheads: list[float] = []
     errors: list[str] = []
     counter = iter(range(n))
+    parsed = httpx.URL(url)
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(limits=limits, timeout=60) as client:
+    async with httpx.AsyncClient(limits=limits, timeout=60) as shared:
 
         async def worker() -> None:
-            for i in counter:
-                t0 = time.perf_counter()
-                try:
-                    r = await client.post(url, json=body(model, i))
-                    ok = r.status_code == 200
-                    if not ok:
-                        errors.append(f"{r.status_code} {r.text[:200]}")
-                except httpx.HTTPError as exc:
-                    ok = False
-                    errors.append(repr(exc))
-                latencies.append((time.perf_counter() - t0) * 1000)
-                if ok and "x-pluralism-overhead-ms" in r.headers:
-                    overheads.append(float(r.headers["x-pluralism-overhead-ms"]))
-                if on_done is not None:
-                    on_done(len(latencies))
+            raw = RawClient(parsed.port or 80)
+            try:
+                for i in counter:
+                    t0 = time.perf_counter()
+                    headers: Any = {}
+                    try:
+                        if client == "raw":
+                            status, headers, text = await raw.post(parsed.path, body(model, i))
+                        else:
+                            r = await shared.post(url, json=body(model, i))
+                            status, headers, text = r.status_code, r.headers, r.content
+                        if status != 200:
+                            errors.append(f"{status} {text[:200]!r}")
+                    except (httpx.HTTPError, OSError, asyncio.IncompleteReadError) as exc:
+                        status = 0
+                        errors.append(repr(exc))
+                    latencies.append((time.perf_counter() - t0) * 1000)
+                    if status == 200 and "x-pluralism-overhead-ms" in headers:
+                        overheads.append(float(headers["x-pluralism-overhead-ms"]))
+                    if on_done is not None:
+                        on_done(len(latencies))
+            finally:
+                await raw.aclose()
 
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         wall = time.perf_counter() - started
     return {"lat": latencies, "overhead": overheads, "errors": errors, "rps": n / wall}
+
+
+async def open_loop(url: str, model: str, rate: float, seconds: float) -> dict[str, Any]:
+    """Requests sent on a fixed schedule (`rate` per second), whatever the replies do.
+
+    Latency counts from each request's scheduled time, so a server that falls behind is
+    charged for the queue it builds (no coordinated omission). At a rate both targets can
+    sustain, the difference is the proxy's added latency rather than its throughput limit.
+    """
+    port = httpx.URL(url).port or 80
+    path = httpx.URL(url).path
+    idle: list[RawClient] = []
+    latencies: list[float] = []
+    errors: list[str] = []
+
+    async def one(i: int, due: float) -> None:
+        await asyncio.sleep(max(due - time.perf_counter(), 0))
+        conn = idle.pop() if idle else RawClient(port)
+        try:
+            status, _, text = await conn.post(path, body(model, i))
+            if status != 200:
+                errors.append(f"{status} {text[:200]!r}")
+            idle.append(conn)
+        except (OSError, asyncio.IncompleteReadError) as exc:
+            errors.append(repr(exc))
+            await conn.aclose()
+        latencies.append((time.perf_counter() - due) * 1000)
+
+    start = time.perf_counter() + 0.05
+    n = int(rate * seconds)
+    await asyncio.gather(*(one(i, start + i / rate) for i in range(n)))
+    for conn in idle:
+        await conn.aclose()
+    return {"lat": latencies, "errors": errors}
 
 
 def pct(values: list[float], q: float) -> float:
@@ -164,40 +275,75 @@ def overhead_part(args: argparse.Namespace, up_url: str, px_url: str) -> None:
     proxied: dict[str, list[float]] = {"lat": [], "rps": [], "overhead": []}
     errors = 0
     for url, model in ((up_url, "instant"), (px_url, "pluralism/rules")):  # warm-up
-        asyncio.run(load(f"{url}/v1/chat/completions", model, 300, args.concurrency))
+        asyncio.run(
+            load(f"{url}/v1/chat/completions", model, 300, args.concurrency, client=args.client)
+        )
     for _ in range(rounds):
-        d = asyncio.run(load(f"{up_url}/v1/chat/completions", "instant", n, args.concurrency))
-        p = asyncio.run(load(f"{px_url}/v1/chat/completions", "pluralism/rules", n,
-                             args.concurrency))
+        d = asyncio.run(
+            load(
+                f"{up_url}/v1/chat/completions", "instant", n, args.concurrency, client=args.client
+            )
+        )
+        p = asyncio.run(
+            load(
+                f"{px_url}/v1/chat/completions",
+                "pluralism/rules",
+                n,
+                args.concurrency,
+                client=args.client,
+            )
+        )
         errors += len(d["errors"]) + len(p["errors"])
         direct["lat"] += d["lat"]
         direct["rps"].append(d["rps"])
         proxied["lat"] += p["lat"]
         proxied["rps"].append(p["rps"])
         proxied["overhead"] += p["overhead"]
-    one_d = asyncio.run(load(f"{up_url}/v1/chat/completions", "instant", 300, 1))
-    one_p = asyncio.run(load(f"{px_url}/v1/chat/completions", "pluralism/rules", 300, 1))
-    print(f"\n## Pass-through overhead: rules mode, no rules, instant upstream "
-          f"({args.requests} requests each, concurrency {args.concurrency}, {rounds} rounds, "
-          f"{os.cpu_count()} cores)\n")
-    print(f"| {'':28} | {'upstream direct':>15} | {'through proxy':>13} | {'added':>8} | "
-          f"{'ratio':>6} |")
-    print(f"|{'-' * 30}|{'-' * 17}|{'-' * 15}|{'-' * 10}|{'-' * 8}|")
+    rate = args.rate
+    open_d = asyncio.run(open_loop(f"{up_url}/v1/chat/completions", "instant", rate, 5))
+    open_p = asyncio.run(open_loop(f"{px_url}/v1/chat/completions", "pluralism/rules", rate, 5))
+    errors += len(open_d["errors"]) + len(open_p["errors"])
+    one_d = asyncio.run(
+        load(f"{up_url}/v1/chat/completions", "instant", 500, 1, client=args.client)
+    )
+    one_p = asyncio.run(
+        load(f"{px_url}/v1/chat/completions", "pluralism/rules", 500, 1, client=args.client)
+    )
+    print(
+        f"\n## Pass-through overhead: rules mode, no rules, instant upstream "
+        f"({args.requests} requests each, concurrency {args.concurrency}, {rounds} rounds, "
+        f"{os.cpu_count()} cores, {args.client} client)\n"
+    )
+    print(
+        f"| {'':34} | {'upstream direct':>15} | {'through proxy':>13} | {'added':>8} | "
+        f"{'ratio':>6} |"
+    )
+    print(f"|{'-' * 36}|{'-' * 17}|{'-' * 15}|{'-' * 10}|{'-' * 8}|")
     for name, q in (("p50 latency (ms)", 50), ("p99 latency (ms)", 99)):
         a, b = pct(direct["lat"], q), pct(proxied["lat"], q)
-        print(f"| {name:28} | {a:15.2f} | {b:13.2f} | {b - a:8.2f} | {b / a:6.2f} |")
+        print(f"| {name:34} | {a:15.2f} | {b:13.2f} | {b - a:8.2f} | {b / a:6.2f} |")
     a, b = statistics.mean(direct["rps"]), statistics.mean(proxied["rps"])
-    print(f"| {'requests/s':28} | {a:15.0f} | {b:13.0f} | {b - a:8.0f} | {b / a:6.2f} |")
+    print(f"| {'requests/s':34} | {a:15.0f} | {b:13.0f} | {b - a:8.0f} | {b / a:6.2f} |")
     a, b = pct(one_d["lat"], 50), pct(one_p["lat"], 50)
-    print(f"| {'p50 at concurrency 1 (ms)':28} | {a:15.2f} | {b:13.2f} | {b - a:8.2f} | "
-          f"{b / a:6.2f} |")
+    print(
+        f"| {'p50 at concurrency 1 (ms)':34} | {a:15.2f} | {b:13.2f} | {b - a:8.2f} | "
+        f"{b / a:6.2f} |"
+    )
+    for name, q in (
+        (f"p50 at {rate:g} req/s open loop (ms)", 50),
+        (f"p99 at {rate:g} req/s open loop (ms)", 99),
+    ):
+        a, b = pct(open_d["lat"], q), pct(open_p["lat"], q)
+        print(f"| {name:34} | {a:15.2f} | {b:13.2f} | {b - a:8.2f} | {b / a:6.2f} |")
     oh = proxied["overhead"]
-    print(f"| {'x-pluralism-overhead-ms p50/p99':28} | {'':15} | "
-          f"{pct(oh, 50):6.2f}/{pct(oh, 99):6.2f} | {'':8} | {'':6} |")
+    print(
+        f"| {'x-pluralism-overhead-ms p50/p99':34} | {'':15} | "
+        f"{pct(oh, 50):6.2f}/{pct(oh, 99):6.2f} | {'':8} | {'':6} |"
+    )
     print(f"\nerrors: {errors}")
 
 
-def load_part(px_url: str, pid: int) -> None:
+def load_part(px_url: str, pid: int, client: str) -> None:
     marks: dict[int, float] = {}
 
     def on_done(count: int) -> None:
@@ -206,11 +352,20 @@ def load_part(px_url: str, pid: int) -> None:
 
     before = rss_mb(pid)
     result = asyncio.run(
-        load(f"{px_url}/v1/chat/completions", "pluralism/overton", 500, 50, on_done=on_done)
+        load(
+            f"{px_url}/v1/chat/completions",
+            "pluralism/overton",
+            500,
+            50,
+            on_done=on_done,
+            client=client,
+        )
     )
     lat = result["lat"]
-    print("\n## Bounded load: 500 Overton requests, concurrency 50, scripted communities, "
-          "instant upstream\n")
+    print(
+        "\n## Bounded load: 500 Overton requests, concurrency 50, scripted communities, "
+        "instant upstream\n"
+    )
     print(f"| {'':30} | {'value':>10} |")
     print(f"|{'-' * 32}|{'-' * 12}|")
     print(f"| {'errors':30} | {len(result['errors']):10d} |")
@@ -231,6 +386,15 @@ def main() -> None:
     parser.add_argument("--only", choices=["overhead", "load"])
     parser.add_argument("--requests", type=int, default=4000)
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument(
+        "--rate", type=float, default=300.0, help="requests/s of the open-loop rows"
+    )
+    parser.add_argument(
+        "--client",
+        choices=["raw", "httpx"],
+        default="raw",
+        help="load generator: lean keep-alive sockets, or httpx (see RawClient)",
+    )
     parser.add_argument("--serve-upstream", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_upstream:
@@ -240,9 +404,9 @@ def main() -> None:
     up_port, px_port = free_port(), free_port()
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        procs.append(subprocess.Popen(
-            [sys.executable, __file__, "--serve-upstream", str(up_port)], cwd=ROOT
-        ))
+        procs.append(
+            subprocess.Popen([sys.executable, __file__, "--serve-upstream", str(up_port)], cwd=ROOT)
+        )
         (tmp / "policies").mkdir()  # no rules: pure pass-through
         proxy = start_proxy(tmp, f"http://127.0.0.1:{up_port}/v1", px_port, tmp / "policies")
         procs.append(proxy)
@@ -254,7 +418,7 @@ def main() -> None:
         if args.only in (None, "overhead"):
             overhead_part(args, up_url, px_url)
         if args.only in (None, "load"):
-            load_part(px_url, proxy.pid)
+            load_part(px_url, proxy.pid, args.client)
     finally:
         for proc in procs:
             proc.terminate()

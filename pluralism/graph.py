@@ -216,7 +216,8 @@ def build_graph(rt: Runtime) -> Any:
     async def draft(task: DraftTask) -> dict[str, Any]:
         t0 = time.perf_counter()
         members, model, convs = batch_for(task)
-        params = task["request"].params or rt.settings.draft
+        # A client's sampling parameters shape the final answer; drafts keep the pool's own.
+        params = rt.settings.draft
         texts = await generate_for(model, convs, members, params)
         drafts = [
             Perspective(community=c.id, name=c.name, weight=task["members"][c.id], text=t.strip())

@@ -87,7 +87,8 @@ def _run(
     console = Console()
     console.print(
         f"[bold]{task}[/] · {m}: {summary.metric} = [bold]{summary.value:.4f}[/] over "
-        f"{summary.n} rows" + (f" ({summary.skipped} rows skipped: population unknown)" if summary.skipped else "")
+        f"{summary.n} rows"
+        + (f" ({summary.skipped} rows skipped: population unknown)" if summary.skipped else "")
     )
     console.print(f"results: {summary.results}\nreport:  {report}")
 

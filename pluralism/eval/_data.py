@@ -69,6 +69,18 @@ def _read_list(path: Path) -> list[dict[str, Any]]:
     return data
 
 
+def _distinct(options: list[str]) -> list[str]:
+    """A few published rows repeat an option (mangled text such as 'Ye', 'Ye'); numbering the
+    repeats keeps the row (and every method's row order) without a model seeing two equal
+    choices."""
+    seen: dict[str, int] = {}
+    out = []
+    for o in options:
+        seen[o] = seen.get(o, 0) + 1
+        out.append(o if seen[o] == 1 else f"{o} ({seen[o]})")
+    return out
+
+
 def _key(row: dict[str, Any], index: int) -> str:
     return str(row.get("id", index)) + "|" + str(row.get("attribute", ""))
 
@@ -94,8 +106,9 @@ def load_items(path: str | Path, task: Task) -> list[Item]:
             if "vrd" not in first or not isinstance(first["vrd"], list):
                 raise KeyError("vrd")
             for i, r in enumerate(rows):
-                expl = r.get("explanation") or [""] * len(r["vrd"])
-                values = [f"{v}: {e}".strip(": ") for v, e in zip(r["vrd"], expl, strict=False)]
+                # The value names alone: the explanations repeat the situation, which an
+                # embedding judge would match against any on-topic answer.
+                values = [str(v) for v in r["vrd"]]
                 items.append(Item(key=_key(r, i), question=r["situation"], values=values))
         elif "label" in first and task == "steerable":  # Value Kaleidoscope
             for i, r in enumerate(rows):
@@ -118,7 +131,7 @@ def load_items(path: str | Path, task: Task) -> list[Item]:
                     Item(
                         key=_key(r, i),
                         question=bare_question(r["question"]),
-                        options=[str(o) for o in r["options"]],
+                        options=_distinct([str(o) for o in r["options"]]),
                         attribute=str(r.get("attribute", "")),
                         gold=_dist(r, p),
                     )
@@ -201,9 +214,7 @@ def group_targets(
     return out
 
 
-def row_targets(
-    items: list[Item], accept: set[str]
-) -> list[Target]:
+def row_targets(items: list[Item], accept: set[str]) -> list[Target]:
     """(question, options, mean distribution over the accepted attributes) per question."""
     from pluralism.population import normalise
 

@@ -120,7 +120,9 @@ class Answerer:
 
     def distribution(self, item: Item, task: Task) -> tuple[list[float], dict[str, Any]]:
         """Option probabilities for a steerable or distributional item, and trace details."""
-        question = VK_ASK.format(q=item.question, v=item.attribute) if is_vk(item) else item.question
+        question = (
+            VK_ASK.format(q=item.question, v=item.attribute) if is_vk(item) else item.question
+        )
         if self.method == "pluralism":
             if task == "distributional":
                 resp = self.system().respond(
@@ -136,7 +138,9 @@ class Answerer:
             return [float(resp.distribution[o]) for o in item.options], info
         system = None
         if self.method == "prompting":
-            system = f"Consider the value '{item.attribute}'." if is_vk(item) else who(item.attribute)
+            system = (
+                f"Consider the value '{item.attribute}'." if is_vk(item) else who(item.attribute)
+            )
         conv = self._conversation(question, system)
         (dist,) = self.model().score_batch([conv], item.options)
         return [float(x) for x in dist], {}

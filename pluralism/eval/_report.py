@@ -43,8 +43,14 @@ def write_report(out: str | Path) -> Path:
         for method, rows in methods.items():
             value = mean([float(r["score"]) for r in rows.values()])
             summary.append(
-                {"task": task, "data": name, "method": method, "metric": metric,
-                 "value": round(value, 4), "n": len(rows)}
+                {
+                    "task": task,
+                    "data": name,
+                    "method": method,
+                    "metric": metric,
+                    "value": round(value, 4),
+                    "n": len(rows),
+                }
             )
             lines.append(f"| {method} | {value:.4f} | {len(rows)} |")
         lines.append("")
@@ -58,7 +64,9 @@ def write_report(out: str | Path) -> Path:
     return report
 
 
-def _per_attribute(out: Path, name: str, methods: dict[str, dict[str, dict[str, Any]]], metric: str) -> str:
+def _per_attribute(
+    out: Path, name: str, methods: dict[str, dict[str, dict[str, Any]]], metric: str
+) -> str:
     import matplotlib.pyplot as plt
 
     per: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
@@ -66,7 +74,7 @@ def _per_attribute(out: Path, name: str, methods: dict[str, dict[str, dict[str, 
         for r in rows.values():
             per[str(r.get("attribute", ""))][method].append(float(r["score"]))
     attrs = sorted(per, key=lambda a: -sum(len(v) for v in per[a].values()))[:MAX_BARS]
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.45 * len(attrs) * len(methods)), 4.5))
+    fig, ax = plt.subplots(figsize=(min(16.0, max(6.0, 0.55 * len(attrs) + 2)), 4.5))
     width = 0.8 / max(len(methods), 1)
     for i, method in enumerate(methods):
         ys = [mean(per[a][method]) if per[a][method] else 0.0 for a in attrs]
@@ -99,8 +107,12 @@ def _examples(out: Path, name: str, methods: dict[str, dict[str, dict[str, Any]]
         for i, (label, ys) in enumerate(series.items()):
             ax.bar([x + i * width for x in range(n)], ys, width, label=label)
         ax.set_xticks([x + 0.4 - width / 2 for x in range(n)])
-        ax.set_xticklabels([str(o)[:14] for o in first.get("options") or range(n)], rotation=40,
-                           ha="right", fontsize=7)
+        ax.set_xticklabels(
+            [str(o)[:14] for o in first.get("options") or range(n)],
+            rotation=40,
+            ha="right",
+            fontsize=7,
+        )
         ax.set_title(str(first.get("attribute", ""))[:30], fontsize=9)
     axes_list[0].legend(fontsize=7)
     fig.tight_layout()

@@ -77,7 +77,9 @@ def select(
 ) -> tuple[list[Item], int]:
     """The items a run covers, in a seeded order so a `--limit` sample spans many attributes;
     returns them and how many were dropped for a population the pool cannot weigh."""
-    chosen = [it for it in items if split == "all" or is_heldout(it.question) == (split == "heldout")]
+    chosen = [
+        it for it in items if split == "all" or is_heldout(it.question) == (split == "heldout")
+    ]
     if attributes:
         prefixes = tuple(a.casefold() for a in attributes)
         chosen = [it for it in chosen if it.attribute.casefold().startswith(prefixes)]
@@ -153,7 +155,9 @@ def run(
     with path.open("a", encoding="utf-8") as fh, _progress(progress) as bar:
         if path.stat().st_size and not path.read_bytes().endswith(b"\n"):
             fh.write("\n")  # a line cut short by a kill must not swallow the next result
-        tid = bar.add_task(f"{task} · {method}", total=len(chosen), completed=len(chosen) - len(todo))
+        tid = bar.add_task(
+            f"{task} · {method}", total=len(chosen), completed=len(chosen) - len(todo)
+        )
         for it in todo:
             row: dict[str, Any] = {"key": it.key, "attribute": it.attribute}
             if task == "overton":

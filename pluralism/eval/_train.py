@@ -11,6 +11,7 @@ a few hundred questions train in minutes on a CPU. Adapters are saved in float16
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import random
 import time
@@ -25,14 +26,14 @@ from pluralism.eval._metrics import js_distance, mean
 from pluralism.types import Community, Message
 
 
-
 @dataclass
 class TrainConfig:
     rank: int = 4
-    layers: int = 6  # LoRA on the last `layers` decoder layers only
+    layers: int = 3  # LoRA on the last `layers` decoder layers only
+    shifts_per_question: int = 2
     modules: tuple[str, ...] = ("q_proj", "v_proj")
-    epochs: int = 2
-    lr: float = 2e-3
+    epochs: int = 5
+    lr: float = 3e-3
     batch: int = 8
     max_questions: int | None = 200
     val_fraction: float = 0.15
@@ -108,7 +109,9 @@ def _val_js(lm: Any, model: Any, community: Community, val: Sequence[Target]) ->
     model.eval()
     for q, opts, gold in val:
         orders = shifts(len(opts))
-        texts = [lm._prompt_text(choice_conversation(_messages(community, q), opts, o)) for o in orders]
+        texts = [
+            lm._prompt_text(choice_conversation(_messages(community, q), opts, o)) for o in orders
+        ]
         with torch.no_grad():
             probs = _letter_logp(lm, model, texts, len(opts)).exp().tolist()
         scores.append(js_distance(unshift(probs, orders), gold))
@@ -132,6 +135,59 @@ def _letter_logp(lm: Any, model: Any, texts: Sequence[str], n: int) -> Any:
     return torch.log_softmax(letters, dim=-1)
 
 
+class _Stop(Exception):
+    """Ends a forward pass once the frozen layers have run; the rest is recomputed in training."""
+
+
+def _cache_inputs(lm: Any, layer: int, texts: Sequence[str]) -> dict[str, Any]:
+    """Hidden states (and masks, rotary tables) entering decoder layer `layer`, computed once.
+
+    Layers below `layer` carry no LoRA weights, so their output never changes during training:
+    caching it means every epoch runs only the top layers, a fraction of a forward pass.
+    """
+    import torch
+
+    captured: dict[str, Any] = {}
+
+    def grab(module: Any, args: Any, kwargs: dict[str, Any]) -> None:
+        captured["hidden"] = (args[0] if args else kwargs["hidden_states"]).detach()
+        captured["kwargs"] = {
+            k: kwargs.get(k) for k in ("attention_mask", "position_embeddings", "position_ids")
+        }
+        raise _Stop
+
+    layers = lm._model.model.layers
+    handle = layers[layer].register_forward_pre_hook(grab, with_kwargs=True)
+    try:
+        enc = lm._encode(list(texts))
+        mask = enc["attention_mask"]
+        with torch.no_grad(), contextlib.suppress(_Stop):
+            lm._model(
+                input_ids=enc["input_ids"],
+                attention_mask=mask,
+                position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+                use_cache=False,
+            )
+    finally:
+        handle.remove()
+    return captured
+
+
+def _top_letter_logp(lm: Any, layer: int, cached: dict[str, Any], n: int) -> Any:
+    """Letter log-probabilities from cached inputs, running only layers `layer`.. (with grad)."""
+    import torch
+
+    inner = lm._model.model
+    h = cached["hidden"]
+    for block in inner.layers[layer:]:
+        h = block(h, use_cache=False, **cached["kwargs"])
+        h = h[0] if isinstance(h, tuple) else h
+    logits = lm._model.lm_head(inner.norm(h[:, -1:, :]))[:, -1, :]
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    letters = torch.stack([torch.logsumexp(logp[:, ids], dim=-1) for ids in lm._letters(n)], dim=-1)
+    return torch.log_softmax(letters, dim=-1)
+
+
 def train_choice_adapter(
     community: Community,
     targets: Sequence[Target],
@@ -146,7 +202,7 @@ def train_choice_adapter(
     import torch
 
     from pluralism.models import LocalChatModel
-    from pluralism.models._choices import check_options, shifts
+    from pluralism.models._choices import check_options, choice_conversation, shifts
 
     cfg = cfg or TrainConfig()
     for _, opts, _ in targets:
@@ -154,43 +210,46 @@ def train_choice_adapter(
     train, val = split_targets(targets, cfg, exclude)
     started = time.perf_counter()
     torch.manual_seed(cfg.seed)
+    rng = random.Random(cfg.seed)
     lm = lm or LocalChatModel()
+    n_layers = int(lm._model.config.num_hidden_layers)
+    first = max(0, n_layers - cfg.layers)
+    # `shifts_per_question` cyclic orders per question, fixed batches: the cache is per batch.
+    rows = [
+        (q, opts, gold, order)
+        for q, opts, gold in train
+        for order in rng.sample(shifts(len(opts)), min(cfg.shifts_per_question, len(opts)))
+    ]
+    by_n: dict[int, list[Any]] = {}
+    for r in rows:
+        by_n.setdefault(len(r[1]), []).append(r)
+    batches = [g[i : i + cfg.batch] for g in by_n.values() for i in range(0, len(g), cfg.batch)]
     model = _wrap(lm, cfg)
     before = _val_js(lm, model, community, val) if val else float("nan")
-    rng = random.Random(cfg.seed)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
-    # One random cyclic order per question per epoch: teaches the answer, not the position.
-    by_n: dict[int, list[Target]] = {}
-    for t in train:
-        by_n.setdefault(len(t[1]), []).append(t)
-    steps = [
-        (n, group[i : i + cfg.batch])
-        for _ in range(cfg.epochs)
-        for n, group in by_n.items()
-        for i in range(0, len(group), cfg.batch)
-    ]
-    rng.shuffle(steps)
-    report = TrainReport(len(train), len(val), before, float("nan"), 0.0)
-    from pluralism.models._choices import choice_conversation
-
-    for step, (n, chunk) in enumerate(steps, 1):
-        model.train()
-        orders = [rng.choice(shifts(n)) for _ in chunk]
+    cache = []
+    for chunk in batches:
         texts = [
             lm._prompt_text(choice_conversation(_messages(community, q), opts, order))
-            for (q, opts, _), order in zip(chunk, orders, strict=True)
+            for q, opts, _, order in chunk
         ]
-        target = torch.tensor(
-            [[gold[idx] for idx in order] for (_, _, gold), order in zip(chunk, orders, strict=True)]
-        )
-        loss = -(target * _letter_logp(lm, model, texts, n)).sum(-1).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        report.losses.append(float(loss.detach()))
-        if on_step is not None:
-            on_step(step, len(steps), float(loss))
+        target = torch.tensor([[gold[idx] for idx in order] for _, _, gold, order in chunk])
+        cache.append((_cache_inputs(lm, first, texts), target, len(chunk[0][1])))
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
+    report = TrainReport(len(train), len(val), before, float("nan"), 0.0)
+    total = cfg.epochs * len(cache)
+    model.train()
+    for epoch in range(cfg.epochs):
+        for i in rng.sample(range(len(cache)), len(cache)):
+            cached, target, n = cache[i]
+            loss = -(target * _top_letter_logp(lm, first, cached, n)).sum(-1).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            report.losses.append(float(loss.detach()))
+            if on_step is not None:
+                on_step(len(report.losses), total, report.losses[-1])
+        del epoch
     report.val_js_after = _val_js(lm, model, community, val) if val else float("nan")
     save_adapter(model, out)
     model.unload()  # leaves `lm` as the plain base model for the next adapter
@@ -208,6 +267,18 @@ def save_adapter(model: Any, out: str | Path) -> None:
     weights = target / "adapter_model.safetensors"
     tensors = {k: v.half() for k, v in load_file(str(weights)).items()}
     save_file(tensors, str(weights), metadata={"format": "pt"})
+    tidy_adapter(target)
+
+
+def tidy_adapter(target: Path) -> None:
+    """Drop peft's empty model card and the machine-specific base path, so the folder can ship."""
+    import json
+
+    (target / "README.md").unlink(missing_ok=True)
+    config = target / "adapter_config.json"
+    data = json.loads(config.read_text(encoding="utf-8"))
+    data["base_model_name_or_path"] = "HuggingFaceTB/SmolLM2-135M-Instruct"
+    config.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def train_text_adapter(
@@ -219,7 +290,7 @@ def train_text_adapter(
     on_step: Callable[[int, int, float], None] | None = None,
     lm: Any = None,
 ) -> TrainReport:
-    """Causal-LM fine-tuning on a community's writing (a UTF-8 text file), in `block`-token chunks."""
+    """Causal-LM fine-tuning on a community's writing (a UTF-8 file) in `block`-token chunks."""
     import torch
 
     from pluralism.models import LocalChatModel
@@ -240,7 +311,11 @@ def train_text_adapter(
         chunks = chunks[: cfg.max_questions]
     model = _wrap(lm, cfg)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
-    steps = [chunks[i : i + cfg.batch] for _ in range(cfg.epochs) for i in range(0, len(chunks), cfg.batch)]
+    steps = [
+        chunks[i : i + cfg.batch]
+        for _ in range(cfg.epochs)
+        for i in range(0, len(chunks), cfg.batch)
+    ]
     report = TrainReport(len(chunks), 0, float("nan"), float("nan"), 0.0)
     pad = lm._tok.pad_token_id
     for step, batch in enumerate(steps, 1):
@@ -255,7 +330,7 @@ def train_text_adapter(
         opt.step()
         report.losses.append(float(loss.detach()))
         if on_step is not None:
-            on_step(step, len(steps), float(loss))
+            on_step(step, len(steps), report.losses[-1])
     save_adapter(model, out)
     model.unload()
     report.seconds = time.perf_counter() - started

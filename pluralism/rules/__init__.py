@@ -47,9 +47,9 @@ __all__ = [
 
 def default_policies_dir() -> Path:
     """`./policies` when it exists, else the default policies shipped with the package."""
-    from importlib.resources import files
+    from pluralism.config import default_dir
 
     local = Path("policies")
     if local.is_dir():
         return local
-    return Path(str(files("pluralism") / "data" / "policies"))
+    return default_dir("policies")

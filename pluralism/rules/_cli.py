@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
 import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from pluralism.errors import PluralismError
@@ -49,7 +51,7 @@ def _err() -> Console:
 
 
 def _fail(message: str) -> typer.Exit:
-    _err().print(f"[red]error:[/red] {message}", highlight=False, markup=True)
+    _err().print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(1)
 
 
@@ -79,8 +81,18 @@ def _memory(root: Path, loaded: LoadedPolicies) -> RuleMemory:
             f"{loaded.errors[0]} ({len(loaded.errors)} problem(s); run `pluralism policies lint "
             f"{root}` to see them all)"
         )
-    # Quiet the model loaders: authors should see tables, not progress bars.
+    # Quiet the model loaders: authors should see tables (and --json clean JSON), not progress
+    # bars and load reports.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     logging.getLogger("sentence_transformers").setLevel(logging.ERROR)
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+        hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
+    except ImportError:
+        pass
     return RuleMemory.from_rules(loaded.rules)
 
 
@@ -88,16 +100,13 @@ def _memory(root: Path, loaded: LoadedPolicies) -> RuleMemory:
 def lint(directory: DirArg = None, communities: CommunitiesOpt = None) -> None:
     """Check every rule file: syntax, duplicate ids, unknown scope names, empty text."""
     root, loaded = _load(directory, communities)
-    if loaded.problems:
-        table = Table(title=f"Problems in {root}", show_lines=False)
-        table.add_column("where", style="cyan", no_wrap=True)
-        table.add_column("level")
-        table.add_column("problem and what to do")
-        for p in loaded.problems:
-            where = p.path if p.line is None else f"{p.path}:{p.line}"
-            level = "[red]error[/red]" if p.severity == "error" else "[yellow]warning[/yellow]"
-            table.add_row(where, level, p.message)
-        _out().print(table)
+    out = _out()
+    # One `file:line: level: message` line per problem, like a compiler: editors and CI logs
+    # turn these into links, and long paths are never cut off as in a table cell.
+    for p in loaded.problems:
+        where = p.path if p.line is None else f"{p.path}:{p.line}"
+        level = "[red]error[/red]" if p.severity == "error" else "[yellow]warning[/yellow]"
+        out.print(f"[cyan]{escape(where)}[/cyan]: {level}: {escape(p.message)}", soft_wrap=True)
     n_err = len(loaded.errors)
     summary = f"{len(loaded.rules)} rule(s) in {len(loaded.files)} file(s)"
     if n_err:
@@ -116,7 +125,12 @@ def _rank_of(hits: list[RuleHit], rule_id: str) -> int | None:
 @app.command("test")
 def test_examples(
     directory: DirArg = None,
-    k: Annotated[int, typer.Option("--k", min=1, max=100, help="An example passes when its rule is in the top k.")] = 5,
+    k: Annotated[
+        int,
+        typer.Option(
+            "--k", min=1, max=100, help="An example passes when its rule is in the top k."
+        ),
+    ] = 5,
     communities: CommunitiesOpt = None,
 ) -> None:
     """Run every rule's `examples`: each must recall its rule in the top k."""
@@ -124,7 +138,8 @@ def test_examples(
     try:
         memory = _memory(root, loaded)
         table = Table(title=f"Rule examples in {root} (top {k})")
-        for col in ("rule", "example", "rank", "score", "result"):
+        table.add_column("rule", no_wrap=True)
+        for col in ("example", "rank", "score", "result"):
             table.add_column(col)
         misses = total = 0
         for rule in memory.rules:
@@ -166,8 +181,12 @@ def recall(
     prompt: Annotated[str, typer.Argument(help="The prompt to recall rules for.")],
     directory: Annotated[Path | None, typer.Option("--dir", help="Policies directory.")] = None,
     k: Annotated[int, typer.Option("--k", min=1, max=100, help="How many rules at most.")] = 10,
-    community: Annotated[list[str] | None, typer.Option("--community", help="Scope: community id (repeatable).")] = None,
-    population: Annotated[list[str] | None, typer.Option("--population", help="Scope: population (repeatable).")] = None,
+    community: Annotated[
+        list[str] | None, typer.Option("--community", help="Scope: community id (repeatable).")
+    ] = None,
+    population: Annotated[
+        list[str] | None, typer.Option("--population", help="Scope: population (repeatable).")
+    ] = None,
     tag: Annotated[list[str] | None, typer.Option("--tag", help="Scope: tag (repeatable).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     communities: CommunitiesOpt = None,
@@ -194,7 +213,9 @@ def recall(
         _out().print(f"No rule in {root} applies to this prompt (rules version {version[:12]}).")
         return
     table = Table(title=f"Rules recalled from {root} (version {version[:12]})")
-    for col in ("#", "rule", "priority", "score", "meaning", "words", "why", "text"):
+    table.add_column("#")
+    table.add_column("rule", no_wrap=True)
+    for col in ("priority", "score", "meaning", "words", "why", "text"):
         table.add_column(col)
     for n, h in enumerate(hits, 1):
         text = h.rule.text if len(h.rule.text) <= 80 else h.rule.text[:77] + "..."

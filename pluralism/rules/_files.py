@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_core import ErrorDetails
 
 from pluralism.errors import ConfigError
 from pluralism.types import Rule
@@ -87,7 +88,11 @@ class LoadedPolicies:
     def raise_for_errors(self) -> None:
         errs = self.errors
         if errs:
-            more = f" (and {len(errs) - 1} more: run `pluralism policies lint`)" if len(errs) > 1 else ""
+            more = (
+                f" (and {len(errs) - 1} more: run `pluralism policies lint`)"
+                if len(errs) > 1
+                else ""
+            )
             first = errs[0]
             raise ConfigError(f"{first.message}{more}", path=first.path, line=first.line)
 
@@ -121,7 +126,7 @@ def _line(node: yaml.Node | None, loc: Sequence[int | str]) -> int | None:
     return best
 
 
-def _friendly(err: dict[str, Any], raw: Any) -> str:
+def _friendly(err: ErrorDetails, raw: Any) -> str:
     loc = ".".join(str(p) for p in err["loc"])
     kind = err["type"]
     if kind == "missing":
@@ -172,7 +177,9 @@ def load_policies(
     files = policy_files(root)
     if not files:
         out.problems.append(
-            LintProblem(str(root), None, "no *.yaml rule files here: add one (see docs/rules.md)", "warning")
+            LintProblem(
+                str(root), None, "no *.yaml rule files here: add one (see docs/rules.md)", "warning"
+            )
         )
     for path in files:
         out.files.append(str(path))
@@ -201,7 +208,9 @@ def _load_file(
         out.problems.append(LintProblem(name, None, "file is not UTF-8 text: save it as UTF-8"))
         return
     except OSError as exc:
-        out.problems.append(LintProblem(name, None, f"cannot read the file ({exc.strerror}): check its permissions"))
+        out.problems.append(
+            LintProblem(name, None, f"cannot read the file ({exc.strerror}): check its permissions")
+        )
         return
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -218,17 +227,25 @@ def _load_file(
         )
         return
     if data is None:
-        out.problems.append(LintProblem(name, 1, "file is empty: add a `rules:` list or delete it", "warning"))
+        out.problems.append(
+            LintProblem(name, 1, "file is empty: add a `rules:` list or delete it", "warning")
+        )
         return
     if not isinstance(data, dict) or not isinstance(data.get("rules"), list):
         out.problems.append(
-            LintProblem(name, 1, "a policy file must be a mapping with a `rules:` list: see docs/rules.md")
+            LintProblem(
+                name, 1, "a policy file must be a mapping with a `rules:` list: see docs/rules.md"
+            )
         )
         return
     extra = sorted(set(data) - {"rules"})
     if extra:
         out.problems.append(
-            LintProblem(name, _line(root, [extra[0]]), f"unknown top-level key `{extra[0]}`: only `rules:` is read")
+            LintProblem(
+                name,
+                _line(root, [extra[0]]),
+                f"unknown top-level key `{extra[0]}`: only `rules:` is read",
+            )
         )
     for i, raw in enumerate(data["rules"]):
         _load_rule(name, root, i, raw, out, communities, populations)
@@ -245,7 +262,9 @@ def _load_rule(
 ) -> None:
     at = _line(root, ["rules", i])
     if not isinstance(raw, dict):
-        out.problems.append(LintProblem(name, at, "each rule must be a mapping with at least `id` and `text`"))
+        out.problems.append(
+            LintProblem(name, at, "each rule must be a mapping with at least `id` and `text`")
+        )
         return
     rid = raw.get("id") if isinstance(raw.get("id"), str) else None
     try:
@@ -253,14 +272,23 @@ def _load_rule(
     except ValidationError as exc:
         for err in exc.errors():
             line = _line(root, ["rules", i, *err["loc"]])
-            out.problems.append(LintProblem(name, line, _friendly(err, raw.get("text")), rule_id=rid))
+            out.problems.append(
+                LintProblem(name, line, _friendly(err, raw.get("text")), rule_id=rid)
+            )
         if rid is not None:
             # Claim the id anyway, so a second rule with it is still reported as a duplicate.
             out.where.setdefault(rid, (name, at or 0))
         return
     ok = True
     if not rule.text.strip():
-        out.problems.append(LintProblem(name, _line(root, ["rules", i, "text"]), "text is empty: write the rule, or delete the entry", rule_id=rule.id))
+        out.problems.append(
+            LintProblem(
+                name,
+                _line(root, ["rules", i, "text"]),
+                "text is empty: write the rule, or delete the entry",
+                rule_id=rule.id,
+            )
+        )
         ok = False
     if rule.id in out.where:
         first_file, first_line = out.where[rule.id]
@@ -287,7 +315,8 @@ def _load_rule(
                         name,
                         _line(root, ["rules", i, "scope", axis, j]),
                         f"unknown {'community' if axis == 'communities' else 'population'} "
-                        f"{value!r} in scope (known: {listed}): fix the spelling or add it",
+                        f"{value!r} in scope (known: {listed}): fix the spelling, or add the "
+                        f"{'community file' if axis == 'communities' else 'population'} first",
                         rule_id=rule.id,
                     )
                 )

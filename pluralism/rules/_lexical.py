@@ -28,10 +28,13 @@ _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-
 # Function words carry no signal for rule recall and would otherwise make every English rule
 # match every English prompt a little.
 _STOPWORDS = frozenset(
-    "a an the of to and or in on for is are be been it its this that these those with as at by "
-    "from i you my your me we our us he she they them his her their can could should would do "
-    "does did how what which who whom when where why will shall may might must not no any some "
-    "if so than then there here about into over under up down out just very too also".split()
+    (  # noqa: SIM905
+        "a an the of to and or in on for is are be been it its this that these those with as at "
+        "by from i you my your me we our us he she they them his her their can could should "
+        "would do does did how what which who whom when where why will shall may might must not "
+        "no any some if so than then there here about into over under up down out just very too "
+        "also"
+    ).split()
 )
 
 # A rule text is capped well below this by the model; the cap here guards the tokenizer against
@@ -123,7 +126,8 @@ class _BM25:
         total = sum(self.idf(t) for t in query)
         if total <= 0:
             return raw
-        return np.minimum(raw / total, 1.0).astype(np.float32)
+        out: Scores = np.minimum(raw / total, 1.0).astype(np.float32)
+        return out
 
 
 class LexicalIndex:

@@ -22,14 +22,18 @@ class InMemoryRuleStore(SnapshotStore):
         with self._write_lock:
             self._check_new(rule)
             v = self._check_vector(vector)
-            self._swap(apply_edits(self._index, {rule.id: (rule, v)}, ivf_min_rows=self._ivf_min_rows))
+            self._swap(
+                apply_edits(self._index, {rule.id: (rule, v)}, ivf_min_rows=self._ivf_min_rows)
+            )
             return self.version
 
     def replace(self, rule: Rule, vector: Vectors) -> str:
         with self._write_lock:
             self._check_known(rule.id)
             v = self._check_vector(vector)
-            self._swap(apply_edits(self._index, {rule.id: (rule, v)}, ivf_min_rows=self._ivf_min_rows))
+            self._swap(
+                apply_edits(self._index, {rule.id: (rule, v)}, ivf_min_rows=self._ivf_min_rows)
+            )
             return self.version
 
     def remove(self, rule_id: str) -> str:
@@ -46,7 +50,13 @@ class InMemoryRuleStore(SnapshotStore):
             return self.version
 
     def status(self) -> dict[str, Any]:
-        return {"store": self.kind, "healthy": True, "rules": len(self._index), "version": self.version}
+        return {
+            "store": self.kind,
+            "healthy": True,
+            "rules": len(self._index),
+            "version": self.version,
+            "lexical_ready": self._index.lexical_ready,
+        }
 
     def close(self) -> None:
         self._listeners.clear()

@@ -132,4 +132,6 @@ class SnapshotStore:
 
     def _check_known(self, rule_id: str) -> None:
         if rule_id not in self._index.position:
-            raise InputError(f"There is no rule {rule_id!r}: check the id, or use add() for a new rule.")
+            raise InputError(
+                f"There is no rule {rule_id!r}: check the id, or use add() for a new rule."
+            )

@@ -15,6 +15,20 @@ log = logging.getLogger(__name__)
 AUDIT_FILE = ".audit.jsonl"
 
 
+def default_audit_path(root: Path, *, watch: bool) -> Path:
+    """Where changes are logged when the caller names no file.
+
+    A watched directory is a service's live policy set: its log sits beside the files, where the
+    operator looks. A one-shot load (the CLI, a library call) must not write into the policy
+    directory, which may be a read-only install, so it logs under the user's state directory.
+    """
+    if watch:
+        return root / AUDIT_FILE
+    from platformdirs import user_state_path
+
+    return user_state_path("pluralism") / "audit.jsonl"
+
+
 class AuditLog:
     """Appends one JSON line per change: when, which files, which ids, the new version."""
 
@@ -32,7 +46,11 @@ class AuditLog:
                     fh.write(line + "\n")
             except OSError as exc:
                 # The change itself already happened; losing the log line must not undo it.
-                log.error("Could not append to the rule audit log %s (%s): check it is writable", self.path, exc)
+                log.error(
+                    "Could not append to the rule audit log %s (%s): check it is writable",
+                    self.path,
+                    exc,
+                )
 
     def read(self) -> list[dict[str, Any]]:
         try:
@@ -96,7 +114,9 @@ class PolicyWatcher:
                     self._ready.set()
                     if changes:
                         self._on_change(sorted({p for _, p in changes}))
-            except Exception as exc:  # a vanished directory or a failing reload must not end watching
+            except (
+                Exception
+            ) as exc:  # a vanished directory or a failing reload must not end watching
                 self._ready.set()
                 log.error("Watching %s failed (%s); retrying in 1 s", self.directory, exc)
                 self._stop.wait(1.0)

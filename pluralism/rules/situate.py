@@ -20,7 +20,14 @@ from pluralism.types import GenerationParams, Message, Principle, RuleHit
 
 _BULLET = re.compile(r"^\s*(?:[-*•]|\d+[.)]|principle\s*\d*\s*[:.-])\s*", re.IGNORECASE)
 _DIGIT = re.compile(r"[1-5]")
-_LEVELS = ["1", "2", "3", "4", "5"]
+# Options for `score_batch`, which shows them lettered (A-E) and averages over their orders.
+_LEVELS = [
+    "1 - useless or generic",
+    "2 - weak",
+    "3 - acceptable",
+    "4 - good and specific",
+    "5 - specific and important",
+]
 _MIN_CHARS = 12
 _MAX_CHARS = 300
 
@@ -63,9 +70,15 @@ def _clean(line: str) -> str:
 
 
 def parse_principles(text: str, limit: int) -> list[str]:
-    """Principles from a model's list answer: one per line, bullets and numbers stripped."""
+    """Principles from a model's list answer: one per line, bullets and numbers stripped.
+
+    A model that ignores the list format and writes one paragraph gets split into sentences.
+    """
     out: list[str] = []
-    for line in text.splitlines():
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    if len(lines) == 1:
+        lines = re.split(r"(?<=[.!?。！？])\s+", lines[0])
+    for line in lines:
         p = _clean(line)
         if len(p) >= _MIN_CHARS and p.lower() not in {o.lower() for o in out}:
             out.append(p)
@@ -99,12 +112,14 @@ def _writer(prompt: str, hits: Sequence[RuleHit], n: int) -> Conversation:
     return [Message(role="system", content=system), Message(role="user", content=user)]
 
 
-def _critic(prompt: str, principle: str) -> Conversation:
+def _critic(prompt: str, principle: str, *, as_text: bool = False) -> Conversation:
     user = (
         f"Question: {prompt}\nPrinciple: {principle}\n\n"
         "How useful is this principle for answering this question well, from 1 (useless or "
-        "generic) to 5 (specific and important)? Answer with one digit."
+        "generic) to 5 (specific and important)?"
     )
+    if as_text:
+        user += " Answer with one digit."
     return [Message(role="user", content=user)]
 
 
@@ -117,16 +132,30 @@ def _refiner(prompt: str, hits: Sequence[RuleHit], principle: str, score: float)
     return [Message(role="user", content=user)]
 
 
-def _score(model: ChatModel, prompt: str, texts: Sequence[str], params: GenerationParams) -> list[float]:
-    convs = [_critic(prompt, t) for t in texts]
+# A critic whose most likely level has less probability than this has not formed a view (0.2 is
+# uniform over five levels). The bundled 135M model scores every principle ~2.95 this way;
+# refining on such a score would spend two more rounds of generation learning nothing.
+_MIN_CONFIDENCE = 0.3
+
+
+def _score(
+    model: ChatModel, prompt: str, texts: Sequence[str], params: GenerationParams
+) -> list[float | None]:
     try:
-        probs = model.score_batch(convs, _LEVELS)
+        probs = model.score_batch([_critic(prompt, t) for t in texts], _LEVELS)
         # Expected level under the model's distribution: smooth, and never unparseable.
-        return [round(sum((i + 1) * p for i, p in enumerate(row)), 3) for row in probs]
+        return [
+            round(sum((i + 1) * p for i, p in enumerate(row)), 3)
+            if max(row, default=0.0) >= _MIN_CONFIDENCE
+            else None
+            for row in probs
+        ]
     except (NotImplementedError, ModelError):
+        convs = [_critic(prompt, t, as_text=True) for t in texts]
         answers = model.generate(convs, params.model_copy(update={"max_tokens": 4}))
-        # No digit at all: a neutral 3, so the principle is refined rather than trusted.
-        return [min(5.0, max(1.0, parse_score(a) or 3.0)) for a in answers]
+        # No digit at all: the critic had no view (None), as with a flat distribution.
+        scored = [parse_score(a) for a in answers]
+        return [None if s is None else min(5.0, max(1.0, s)) for s in scored]
 
 
 def situate_principles(
@@ -144,14 +173,15 @@ def situate_principles(
     """At most `max_principles` principles for `prompt` and the number of critic rounds used.
 
     Round 1 writes and scores; each later round rewrites only the principles scored below
-    `threshold`, keeping a rewrite when it does not score lower. Cached by (prompt, version).
+    `threshold`, keeping a rewrite when it does not score lower. A principle the critic had no
+    view on keeps `score=None` and is not refined. Cached by (prompt, version).
     """
     if max_principles <= 0:
         return [], 0
     key = (prompt, rules_version or _hits_key(hits))
     if cache is not None and (hit := cache.get(key)) is not None:
         return hit
-    p = params or GenerationParams(max_tokens=128)
+    p = params or GenerationParams(max_tokens=96)
     (draft,) = model.generate([_writer(prompt, hits, max_principles)], p)
     texts = parse_principles(draft, max_principles)
     if not texts:
@@ -160,10 +190,10 @@ def situate_principles(
         return [], 0
     scores = _score(model, prompt, texts, p)
     rounds = 1
-    while rounds < max_rounds and any(s < threshold for s in scores):
-        weak = [i for i, s in enumerate(scores) if s < threshold]
+    while rounds < max_rounds and any(s is not None and s < threshold for s in scores):
+        weak = [i for i, s in enumerate(scores) if s is not None and s < threshold]
         rewrites = model.generate(
-            [_refiner(prompt, hits, texts[i], scores[i]) for i in weak],
+            [_refiner(prompt, hits, texts[i], scores[i] or 0.0) for i in weak],
             p.model_copy(update={"max_tokens": 64}),
         )
         fresh = [parse_principles(r, 1) for r in rewrites]
@@ -171,7 +201,8 @@ def situate_principles(
         if candidates:
             new_scores = _score(model, prompt, [t for _, t in candidates], p)
             for (i, text), s in zip(candidates, new_scores, strict=True):
-                if s >= scores[i]:
+                old = scores[i]
+                if s is not None and old is not None and s >= old:
                     texts[i], scores[i] = text, s
         rounds += 1
     result = [Principle(text=t, score=s) for t, s in zip(texts, scores, strict=True)]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -21,20 +20,21 @@ from fastapi.openapi.utils import get_openapi
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
+from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pluralism.server import _chat
-from pluralism.server._config import ProxyConfig
+from pluralism.server._config import MODES, ProxyConfig
 from pluralism.server._errors import (
     ProxyError,
-    error_body,
     error_response,
     from_exception,
     http_error,
     unhandled,
 )
 from pluralism.server._json import dumps
+from pluralism.server._reply import HEADER, authorize, chat_completion
 from pluralism.server._schemas import (
     ChatCompletion,
     ChatCompletionRequest,
@@ -43,11 +43,18 @@ from pluralism.server._schemas import (
     ModelList,
 )
 from pluralism.server._state import ProxyState
-from pluralism.server._timing import CLOCK, ModelClock
 
 log = logging.getLogger("pluralism.server")
-HEADER = "x-pluralism-overhead-ms"
 _HEADER_B = HEADER.encode()
+# One server-sent event: `data` is a chat.completion.chunk as JSON, or the final `[DONE]`.
+_SSE_EVENT = {
+    "type": "object",
+    "required": ["data"],
+    "properties": {
+        "data": {"type": "string", "description": "a chat.completion.chunk (JSON) or [DONE]"},
+        "event": {"type": "string"},
+    },
+}
 _ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse, "description": what}
     for status, what in {
@@ -90,13 +97,19 @@ class OverheadHeader:
         await self.app(scope, receive, send_with_header)
 
 
-def create_app(config: ProxyConfig | None = None, *, embedder: Any = None) -> FastAPI:
+def create_app(
+    config: ProxyConfig | None = None, *, embedder: Any = None, state: ProxyState | None = None
+) -> FastAPI:
     """A proxy app; its models load in the background once it starts (see `/readyz`).
 
     `embedder` lets a process that already holds MiniLM (tests, an app embedding the proxy)
-    share it instead of loading another copy.
+    share it instead of loading another copy. Pass `state` to keep a handle on the proxy's
+    state (tests do); the app itself holds it only in its handlers' closures.
     """
-    state = ProxyState.from_config(config or ProxyConfig())
+    if state is None:
+        state = ProxyState.from_config(config or ProxyConfig())
+    elif config is not None and config is not state.config:
+        raise ValueError("pass either a config or a state built from it, not both")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -122,15 +135,21 @@ def create_app(config: ProxyConfig | None = None, *, embedder: Any = None) -> Fa
 
     async def starlette_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
-        return http_error(exc.status_code, exc.detail)
+        return http_error(exc.status_code, exc.detail, dict(exc.headers or {}))
 
     app.add_exception_handler(StarletteHTTPException, starlette_error)
 
+    async def proxy_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ProxyError)
+        return error_response(exc.status, exc.message, exc.code, exc.param, exc.headers)
+
+    app.add_exception_handler(ProxyError, proxy_error)
+
     async def chat_completions(request: Request) -> Response:
-        return await _chat_completion(state, request)
+        return await chat_completion(state, request)
 
     async def list_models(request: Request) -> Response:
-        _authorize(state, request)
+        authorize(state, request)
         created = int(state.started)
         data = [
             {"id": m, "object": "model", "created": created, "owned_by": "pluralism"}
@@ -149,6 +168,10 @@ def create_app(config: ProxyConfig | None = None, *, embedder: Any = None) -> Fa
     async def metrics() -> Response:
         return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
+    # The chat route is served by a plain Starlette route, ahead of the documented FastAPI
+    # one: FastAPI's per-request dependency machinery costs more than the handler itself,
+    # and this handler takes only the raw request. The FastAPI route stays for /openapi.json.
+    app.router.routes.append(Route("/v1/chat/completions", chat_completions, methods=["POST"]))
     app.add_api_route(
         "/v1/chat/completions",
         chat_completions,
@@ -160,7 +183,7 @@ def create_app(config: ProxyConfig | None = None, *, embedder: Any = None) -> Fa
                 "model": ChatCompletion,
                 "description": "A chat.completion, or with stream: true an SSE stream of "
                 "chat.completion.chunk events ending in `data: [DONE]`",
-                "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                "content": {"text/event-stream": {"schema": _SSE_EVENT}},
             },
             **_ERRORS,
         },
@@ -228,16 +251,24 @@ def create_app(config: ProxyConfig | None = None, *, embedder: Any = None) -> Fa
             )
             components = schema.setdefault("components", {}).setdefault("schemas", {})
             components.update(request_schema.pop("$defs", {}))
+            # The names this proxy answers to; validated by hand for a 404 rather than a 400.
+            names = [*_chat.MODEL_IDS, "pluralism"]
+            if state.config.upstream_model:
+                names.append(state.config.upstream_model)
+            request_schema["properties"]["model"]["enum"] = names
+            mode = components["PluralismOptions"]["properties"]["mode"]
+            mode["anyOf"] = [{"type": "string", "enum": list(MODES)}, {"type": "null"}]
             components["ChatCompletionRequest"] = request_schema
             app.openapi_schema = schema
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
-    app.state.proxy = state  # for tests and embedding apps; handlers use the closure
     return app
 
 
 async def _load(state: ProxyState, embedder: Any) -> None:
+    if state.ready:  # loaded by the caller before serving
+        return
     try:
         await asyncio.to_thread(state.load, embedder)
     except Exception as exc:
@@ -256,177 +287,3 @@ def _version() -> str:
     from pluralism import __version__
 
     return __version__
-
-
-def _authorize(state: ProxyState, request: Request) -> None:
-    if not state.key_hashes:
-        return
-    auth = request.headers.get("authorization", "")
-    scheme, _, key = auth.partition(" ")
-    presented = key.strip() if scheme.lower() == "bearer" else None
-    if not state.check_key(presented):
-        raise ProxyError(
-            401,
-            "Missing API key; send it as 'Authorization: Bearer <key>'."
-            if not presented
-            else "Wrong API key; check the key the proxy operator gave you.",
-            code="invalid_api_key",
-            headers={"www-authenticate": "Bearer"},
-        )
-
-
-async def _chat_completion(state: ProxyState, request: Request) -> Response:
-    t0 = time.perf_counter()
-    clock = ModelClock()
-    CLOCK.set(clock)  # each request runs in its own context, so this is per request
-    metrics = state.metrics
-    mode = "unknown"
-    metrics.in_flight.inc()
-    streaming = False
-    try:
-        _authorize(state, request)
-        if not state.ready:
-            raise _not_ready(state)
-        p = _chat.plan(
-            state, _chat.parse(await _chat.read_body(request, state.config.max_body_bytes))
-        )
-        mode = p.mode
-        if p.stream:
-            response = await _start_stream(state, p, t0, clock)
-            streaming = True
-            return response
-        final = await _chat.answer(state, p)
-        overhead = _finish(state, final, t0, clock, stream=False)
-        body = dumps(_completion(p, final))
-        return Response(body, media_type="application/json", headers={HEADER: f"{overhead:.3f}"})
-    except Exception as exc:
-        status, message, code, param = from_exception(exc)
-        metrics.errors.labels(code or "error").inc()
-        metrics.requests.labels(mode, str(status)).inc()
-        headers = {HEADER: f"{max(_ms(t0) - clock.wall_ms, 0.0):.3f}"}
-        if isinstance(exc, ProxyError):
-            headers.update(exc.headers)
-        return error_response(status, message, code, param, headers)
-    finally:
-        if not streaming:
-            metrics.in_flight.dec()
-
-
-def _not_ready(state: ProxyState) -> ProxyError:
-    if state.load_error:
-        return ProxyError(503, f"The proxy failed to start: {state.load_error}", code="not_ready")
-    return ProxyError(
-        503,
-        "The proxy is still loading its models; retry in a few seconds (GET /readyz says when).",
-        code="not_ready",
-        headers={"retry-after": "2"},
-    )
-
-
-def _finish(
-    state: ProxyState, final: _chat.Final, t0: float, clock: ModelClock, *, stream: bool
-) -> float:
-    """Proxy-level timings into the reply and the metrics; returns the overhead in ms."""
-    total = _ms(t0)
-    overhead = round(max(total - clock.wall_ms, 0.0), 3)
-    timings = final.info["timings"]
-    timings.update(request=total, models=round(clock.wall_ms, 3), overhead=overhead)
-    m = state.metrics
-    mode = final.info["mode"]
-    m.requests.labels(mode, "200").inc()
-    m.latency.labels(mode, "true" if stream else "false").observe(total / 1000)
-    m.overhead.labels(mode).observe(overhead / 1000)
-    m.observe_steps(timings)
-    return overhead
-
-
-def _completion(p: _chat.Plan, final: _chat.Final) -> dict[str, Any]:
-    return {
-        "id": _completion_id(),
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": p.model,
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": final.text},
-                "finish_reason": "stop",
-                "logprobs": None,
-            }
-        ],
-        "pluralism": final.info,
-    }
-
-
-def _completion_id() -> str:
-    return f"chatcmpl-{os.urandom(12).hex()}"
-
-
-async def _start_stream(state: ProxyState, p: _chat.Plan, t0: float, clock: ModelClock) -> Response:
-    """Wait for the first piece before answering, so failures before it (bad steer target,
-    upstream down) still get a proper status; headers then carry the overhead so far."""
-    items = _chat.stream(state, p)
-    try:
-        first = await items.__anext__()
-    except BaseException:
-        await items.aclose()
-        raise
-    first_ms = _ms(t0)
-    first_token = first_ms if isinstance(first, str) else None
-    if first_token is not None:
-        state.metrics.first_token.labels(p.mode).observe(first_token / 1000)
-    overhead = max(first_ms - clock.wall_ms, 0.0)
-    return StreamingResponse(
-        _sse(state, p, first, items, t0, clock, first_token),
-        media_type="text/event-stream",
-        headers={HEADER: f"{overhead:.3f}", "cache-control": "no-cache"},
-    )
-
-
-async def _sse(
-    state: ProxyState,
-    p: _chat.Plan,
-    first: str | _chat.Final,
-    items: AsyncIterator[str | _chat.Final],
-    t0: float,
-    clock: ModelClock,
-    first_token: float | None,
-) -> AsyncIterator[bytes]:
-    head = {
-        "id": _completion_id(),
-        "object": "chat.completion.chunk",
-        "created": int(time.time()),
-        "model": p.model,
-    }
-
-    def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> bytes:
-        choice = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
-        return b"data: " + dumps({**head, "choices": [choice], **extra}) + b"\n\n"
-
-    done = False
-    try:
-        yield chunk({"role": "assistant", "content": ""})
-        item = first
-        while isinstance(item, str):
-            yield chunk({"content": item})
-            item = await items.__anext__()
-        if not item.streamed and item.text:
-            yield chunk({"content": item.text})
-        if first_token is not None:
-            item.info["timings"]["first_token"] = first_token
-        _finish(state, item, t0, clock, stream=True)
-        yield chunk({}, "stop", pluralism=item.info)
-        yield b"data: [DONE]\n\n"
-        done = True
-    except Exception as exc:
-        # Headers are gone: the error travels as an SSE event, which OpenAI clients raise.
-        status, message, code, param = from_exception(exc)
-        state.metrics.errors.labels(code or "error").inc()
-        state.metrics.requests.labels(p.mode, str(status)).inc()
-        yield b"data: " + error_body(status, message, code, param) + b"\n\n"
-        done = True
-    finally:
-        if not done:  # the client went away mid-stream
-            state.metrics.requests.labels(p.mode, "disconnected").inc()
-        state.metrics.in_flight.dec()
-        await items.aclose()  # type: ignore[attr-defined]

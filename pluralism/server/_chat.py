@@ -8,13 +8,14 @@ means the same thing streamed or not.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
 from starlette.requests import Request
 
+from pluralism.rules import format_rules
 from pluralism.server._config import MODES
 from pluralism.server._errors import ProxyError, invalid_body
 from pluralism.server._json import loads
@@ -265,8 +266,6 @@ def _kwargs(p: Plan) -> dict[str, Any]:
 
 async def _recall(state: ProxyState, p: Plan) -> tuple[list[Message], dict[str, Any]]:
     """Rules mode: the conversation with the recalled rules as its first system message."""
-    from pluralism.rules import format_rules
-
     t0 = time.perf_counter()
     rules = state.rules
     k = state.config.settings.rules_k
@@ -304,7 +303,7 @@ async def answer(state: ProxyState, p: Plan) -> Final:
     return Final(response.text, describe(response), streamed=False)
 
 
-async def stream(state: ProxyState, p: Plan) -> AsyncIterator[str | Final]:
+async def stream(state: ProxyState, p: Plan) -> AsyncGenerator[str | Final, None]:
     """Text pieces as the meta-agent produces them, then one `Final`."""
     if p.mode == "rules":
         assert state.meta is not None

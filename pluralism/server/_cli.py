@@ -72,6 +72,8 @@ def serve(
     from pluralism.server._app import create_app
 
     logging.basicConfig(level=cfg.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    # bm25s sets its own logger to DEBUG; the operator's level should decide.
+    logging.getLogger("bm25s").setLevel(max(logging.getLogger().level, logging.INFO))
     uvicorn.run(
         create_app(cfg),
         host=cfg.host,

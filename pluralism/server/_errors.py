@@ -112,12 +112,14 @@ async def unhandled(request: Request, exc: Exception) -> Response:
     return error_response(status, message, code, param)
 
 
-def http_error(status: int, detail: Any) -> Response:
-    """Starlette's own errors (unknown path, wrong method) in the OpenAI shape."""
+def http_error(status: int, detail: Any, headers: dict[str, str] | None = None) -> Response:
+    """Starlette's own errors (unknown path, wrong method) in the OpenAI shape; its headers
+    (405's `Allow`) are kept."""
     if status == 404:
-        return error_response(
-            404, "There is no such endpoint; use POST /v1/chat/completions.", "not_found"
-        )
-    if status == 405:
-        return error_response(405, "This endpoint does not accept that HTTP method.", "bad_method")
-    return error_response(status, str(detail), "http_error")
+        message, code = "There is no such endpoint; use POST /v1/chat/completions.", "not_found"
+    elif status == 405:
+        allowed = (headers or {}).get("Allow", "")
+        message, code = f"This endpoint accepts only {allowed or 'other methods'}.", "bad_method"
+    else:
+        message, code = str(detail), "http_error"
+    return error_response(status, message, code, headers=headers)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -59,13 +60,40 @@ class Metrics:
         self.in_flight = Gauge(
             "pluralism_requests_in_flight", "Requests being answered.", registry=r
         )
+        self._counts: dict[tuple[str, str], Any] = {}
+        self._latency: dict[tuple[str, bool], tuple[Any, Any]] = {}
+        self._steps: dict[str, Any] = {}
+
+    # Labelled children are looked up once and cached: `labels()` costs more than the
+    # observation itself, and the proxy records several per request.
+    def count(self, mode: str, status: str) -> None:
+        key = (mode, status)
+        child = self._counts.get(key)
+        if child is None:
+            child = self._counts[key] = self.requests.labels(mode, status)
+        child.inc()
+
+    def observe_request(self, mode: str, stream: bool, seconds: float, overhead_s: float) -> None:
+        key = (mode, stream)
+        pair = self._latency.get(key)
+        if pair is None:
+            pair = self._latency[key] = (
+                self.latency.labels(mode, "true" if stream else "false"),
+                self.overhead.labels(mode),
+            )
+        pair[0].observe(seconds)
+        pair[1].observe(overhead_s)
 
     def observe_steps(self, timings: dict[str, float]) -> None:
         for name, ms in timings.items():
-            m = _STEP.match(name)
-            if m is None or m.group(1) not in _STEPS:
-                continue
-            self.steps.labels(m.group(1), m.group(2) or "").observe(ms / 1000)
+            child = self._steps.get(name, False)
+            if child is False:
+                m = _STEP.match(name)
+                ok = m is not None and m.group(1) in _STEPS and len(self._steps) < 1000
+                child = self.steps.labels(m.group(1), m.group(2) or "") if m and ok else None
+                self._steps[name] = child
+            if child is not None:
+                child.observe(ms / 1000)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -37,7 +37,9 @@ class PluralismOptions(BaseModel):
     mode: str | None = Field(None, description="overton, steerable, distributional or rules")
     steer: str | None = Field(None, description="steerable: a community id or a description")
     population: str | None = Field(None, description="distributional: a country or group")
-    options: list[str] | None = Field(None, description="answer options (2 to 26)")
+    options: list[str] | None = Field(
+        None, min_length=2, max_length=26, description="answer options (2 to 26)"
+    )
     principles: bool | None = Field(None, description="generate situated principles first")
 
 

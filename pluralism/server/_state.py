@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from pydantic import SecretStr
 
 from pluralism.errors import ConfigError
 from pluralism.server._config import ProxyConfig
@@ -67,7 +68,10 @@ class ProxyState:
 
     @classmethod
     def from_config(cls, config: ProxyConfig) -> ProxyState:
-        return cls(config, key_hashes=key_hashes([k.get_secret_value() for k in config.api_keys]))
+        hashes = key_hashes([k.get_secret_value() for k in config.api_keys])
+        # The plain keys go no further than this: the state keeps only their hashes.
+        hashed = [SecretStr(f"sha256:{h.hex()}") for h in hashes]
+        return cls(config.model_copy(update={"api_keys": hashed}), key_hashes=hashes)
 
     @property
     def ready(self) -> bool:

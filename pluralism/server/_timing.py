@@ -128,7 +128,7 @@ class TimedModel:
         self, prompts: Sequence[str | Conversation], options: Sequence[str], **kw: Any
     ) -> list[list[float]]:
         with _Timed(self._on_call):
-            return self.inner.score_batch(prompts, options, **kw)  # type: ignore[call-arg]
+            return self.inner.score_batch(prompts, options, **kw)
 
     async def ascore_batch(
         self, prompts: Sequence[str | Conversation], options: Sequence[str]

@@ -45,7 +45,12 @@ def steerable_oqa_rows() -> list[dict[str, Any]]:
 
 def steerable_vk_rows() -> list[dict[str, Any]]:
     return [
-        {"situation": "Helping refugees", "vrd": "Right to a safe environment", "label": "C", "id": 1},
+        {
+            "situation": "Helping refugees",
+            "vrd": "Right to a safe environment",
+            "label": "C",
+            "id": 1,
+        },
         {"situation": "Lying to a friend", "vrd": "Honesty", "label": "B", "id": 2},
     ]
 

@@ -44,9 +44,10 @@ def test_value_kaleidoscope_steerable_has_labels(tmp_path: Path) -> None:
     assert items[0].attribute == "Right to a safe environment"
 
 
-def test_overton_values_carry_their_explanation(tmp_path: Path) -> None:
+def test_overton_values_are_the_value_names(tmp_path: Path) -> None:
     items = load_items(fx.write(tmp_path / "o.json", fx.overton_rows()), "overton")
-    assert items[0].values == ["Honesty: Lying is dishonest.", "Loyalty: Protecting a friend shows loyalty."]
+    assert items[0].values == ["Honesty", "Loyalty"]
+    assert items[0].question == "Lying to protect a friend"
 
 
 @pytest.mark.parametrize(
@@ -112,3 +113,10 @@ def test_row_targets_average_the_accepted_countries(tmp_path: Path) -> None:
     assert len(targets) == 12 and targets[0][2] == pytest.approx([0.55, 0.45])
     merged = merge_targets([row_targets(items, {"japan"}), row_targets(items, {"france"})])
     assert merged[0][2] == pytest.approx([0.55, 0.45])
+
+
+def test_repeated_options_are_numbered(tmp_path: Path) -> None:
+    rows = fx.steerable_oqa_rows()[:1]
+    rows[0]["options"] = ["Ye", "Often", "Ye"]
+    (item,) = load_items(fx.write(tmp_path / "s.json", rows), "steerable")
+    assert item.options == ["Ye", "Often", "Ye (2)"]

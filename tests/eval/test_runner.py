@@ -42,15 +42,29 @@ def test_an_interrupted_run_resumes_where_it_stopped(tmp_path: Path) -> None:
     data = fx.write(tmp_path / "d.json", fx.distributional_rows())
     out = tmp_path / "out"
     with pytest.raises(KeyboardInterrupt):
-        run("distributional", data, "vanilla", out=out, limit=10, answerer=answerer(Interrupting(4)),
-            progress=False)
+        run(
+            "distributional",
+            data,
+            "vanilla",
+            out=out,
+            limit=10,
+            answerer=answerer(Interrupting(4)),
+            progress=False,
+        )
     path = results_path(out, "distributional", data, "vanilla")
     assert len(read_results(path)) == 4
     with path.open("a") as fh:
         fh.write('{"key": "half a line')  # what a kill mid-write leaves
     second = Interrupting(100)
-    summary = run("distributional", data, "vanilla", out=out, limit=10, answerer=answerer(second),
-                  progress=False)
+    summary = run(
+        "distributional",
+        data,
+        "vanilla",
+        out=out,
+        limit=10,
+        answerer=answerer(second),
+        progress=False,
+    )
     assert 100 - second.budget == 6  # only the rows not already done
     assert summary.n == 10 and summary.metric == "js_distance"
     rows = list(read_results(path).values())
@@ -62,8 +76,15 @@ def test_an_interrupted_run_resumes_where_it_stopped(tmp_path: Path) -> None:
 
 def test_json_summary_has_the_contract_fields(tmp_path: Path) -> None:
     data = fx.write(tmp_path / "s.json", fx.steerable_oqa_rows())
-    summary = run("steerable", data, "vanilla", out=tmp_path, limit=4,
-                  answerer=answerer(Interrupting(100)), progress=False)
+    summary = run(
+        "steerable",
+        data,
+        "vanilla",
+        out=tmp_path,
+        limit=4,
+        answerer=answerer(Interrupting(100)),
+        progress=False,
+    )
     got = summary.as_json()
     assert set(got) == {"task", "method", "metric", "value", "n"}
     assert got["metric"] == "accuracy" and got["n"] == 4
@@ -87,21 +108,34 @@ def test_selection_filters_split_attribute_and_population(tmp_path: Path) -> Non
 
 def test_unknown_populations_are_skipped_for_every_method(tmp_path: Path) -> None:
     data = fx.write(tmp_path / "d.json", fx.distributional_rows(("Japan", "Atlantis")))
-    summary = run("distributional", data, "vanilla", out=tmp_path,
-                  answerer=answerer(Interrupting(100)), progress=False)
+    summary = run(
+        "distributional",
+        data,
+        "vanilla",
+        out=tmp_path,
+        answerer=answerer(Interrupting(100)),
+        progress=False,
+    )
     assert summary.n == 12 and summary.skipped == 12
 
 
-def test_pluralism_method_uses_the_system(tmp_path: Path, default_pool: Any, embedder: Any,
-                                          scripted_pool: Any) -> None:
+def test_pluralism_method_uses_the_system(
+    tmp_path: Path, default_pool: Any, embedder: Any, scripted_pool: Any
+) -> None:
     from pluralism.core import Pluralism
     from pluralism.settings import Settings
 
-    system = Pluralism(default_pool, embedder=embedder, models=scripted_pool,
-                       settings=Settings(rules_k=0, steer_threshold=-1.0))
+    system = Pluralism(
+        default_pool,
+        embedder=embedder,
+        models=scripted_pool,
+        settings=Settings(rules_k=0, steer_threshold=-1.0),
+    )
     ans = Answerer("pluralism", pluralism=system)
     data = fx.write(tmp_path / "s.json", fx.steerable_oqa_rows())
-    summary = run("steerable", data, "pluralism", out=tmp_path, limit=4, answerer=ans, progress=False)
+    summary = run(
+        "steerable", data, "pluralism", out=tmp_path, limit=4, answerer=ans, progress=False
+    )
     rows = read_results(summary.results).values()
     assert {r["info"]["steered_to"] for r in rows} <= {"conservative", "progressive", "moderate"}
     over = fx.write(tmp_path / "o.json", fx.overton_rows())
@@ -110,8 +144,9 @@ def test_pluralism_method_uses_the_system(tmp_path: Path, default_pool: Any, emb
         def covers(self, answer: str, values: Sequence[str]) -> list[bool]:
             return [True] * len(values)
 
-    result = run("overton", over, "pluralism", out=tmp_path, answerer=ans, judge=Everything(),
-                 progress=False)
+    result = run(
+        "overton", over, "pluralism", out=tmp_path, answerer=ans, judge=Everything(), progress=False
+    )
     assert result.value == 1.0 and result.n == 2
 
 

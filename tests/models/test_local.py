@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import threading
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import pytest
 from pluralism.errors import ConfigError, InputError, ModelPackageMissingError
 from pluralism.models import LocalChatModel
 from pluralism.models import _local_cache as cache
+from pluralism.models._choices import choice_conversation, shifts, unshift
 from pluralism.models._stops import StopFilter
 from pluralism.types import GenerationParams
 
@@ -199,6 +201,19 @@ def test_padded_batch_scores_like_single_prompts(smol: LocalChatModel) -> None:
 
 
 @pytest.mark.integration
+def test_prefix_sharing_matches_full_sequences(smol: LocalChatModel) -> None:
+    options = ["strongly agree", "agree", "disagree", "strongly disagree"]
+    prompts: list[Any] = [conv(p * 3, "Should work weeks be shorter?") for p in PERSONAS[:2]]
+    prompts.append("Is it acceptable to eat meat?")
+    shared = smol.score_batch(prompts, options)
+    orders = shifts(len(options))
+    for prompt, row in zip(prompts, shared, strict=True):
+        texts = [smol._prompt_text(choice_conversation(prompt, options, o)) for o in orders]
+        full = unshift(smol.position_probs(texts, len(options)), orders)
+        assert row == pytest.approx(full, abs=1e-4)
+
+
+@pytest.mark.integration
 async def test_stream_matches_greedy_generate(smol: LocalChatModel) -> None:
     c = conv(PERSONAS[1], "What is a good weekend?")
     pieces = [p async for p in smol.astream(c, GREEDY)]
@@ -229,7 +244,9 @@ def lora_dir(smol_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
         r=8, lora_alpha=64, target_modules=["q_proj", "v_proj"], init_lora_weights=False
     )
     out = tmp_path_factory.mktemp("lora")
-    get_peft_model(base, config).save_pretrained(str(out))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # a peft/transformers version notice
+        get_peft_model(base, config).save_pretrained(str(out))
     return out
 
 

@@ -98,7 +98,7 @@ class StoreConformance:
         europe = RuleScope(communities=["europe"])
         assert [h.rule.id for h in store.search(vec(1, 0, 0, 0), 5, europe)] == ["everywhere"]
         asia = RuleScope(communities=["asia"])
-        assert [h.rule.id for h in store.search(vec(1, 0, 0, 0), 5, asia)][0] == "asia-only"
+        assert store.search(vec(1, 0, 0, 0), 5, asia)[0].rule.id == "asia-only"
 
     def test_listeners_get_each_new_snapshot(self, store: RuleStore) -> None:
         seen: list[RuleIndex] = []

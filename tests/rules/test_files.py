@@ -58,13 +58,19 @@ def test_duplicate_ids_across_files_point_at_both(tmp_path: Path) -> None:
 
 
 def test_unknown_community_is_reported_with_the_known_ones(tmp_path: Path) -> None:
-    write(tmp_path, "a.yaml", "rules:\n  - id: r\n    text: t\n    scope:\n      communities: [europe, asai]\n")
+    write(
+        tmp_path,
+        "a.yaml",
+        "rules:\n  - id: r\n    text: t\n    scope:\n      communities: [europe, asai]\n",
+    )
     msg = only_error(tmp_path)
-    assert f"a.yaml:5" in msg and "'asai'" in msg and "asia" in msg
+    assert "a.yaml:5" in msg and "'asai'" in msg and "asia" in msg
 
 
 def test_unknown_population_only_when_populations_are_known(tmp_path: Path) -> None:
-    write(tmp_path, "a.yaml", "rules:\n  - id: r\n    text: t\n    scope: {populations: [Narnia]}\n")
+    write(
+        tmp_path, "a.yaml", "rules:\n  - id: r\n    text: t\n    scope: {populations: [Narnia]}\n"
+    )
     assert not [p for p in lint_policies(tmp_path) if p.severity == "error"]
     msg = only_error(tmp_path, known_populations=["Japan", "Brazil"])
     assert "unknown population 'Narnia'" in msg
@@ -112,7 +118,9 @@ def test_rule_without_examples_is_a_warning_only(tmp_path: Path) -> None:
 
 
 def test_a_broken_rule_does_not_hide_the_good_ones(tmp_path: Path) -> None:
-    write(tmp_path, "a.yaml", "rules:\n  - id: good\n    text: fine\n  - id: 'bad id!'\n    text: t\n")
+    write(
+        tmp_path, "a.yaml", "rules:\n  - id: good\n    text: fine\n  - id: 'bad id!'\n    text: t\n"
+    )
     loaded = load_policies(tmp_path)
     assert [r.id for r in loaded.rules] == ["good"]
     assert "is not valid" in str(loaded.errors[0])

@@ -16,8 +16,12 @@ def index_of(*rules: Rule, **kw: object) -> RuleIndex:
     return RuleIndex(list(rules), EMB.encode([r.text for r in rules]), **kw)  # type: ignore[arg-type]
 
 
-def search(index: RuleIndex, q: str, k: int = 5, scope: RuleScope | None = None, threshold: float = 0.1) -> list[str]:
-    hits = index.search(q, EMB.encode([q])[0], k=k, scope=scope, threshold=threshold, weights=FusionWeights())
+def search(
+    index: RuleIndex, q: str, k: int = 5, scope: RuleScope | None = None, threshold: float = 0.1
+) -> list[str]:
+    hits = index.search(
+        q, EMB.encode([q])[0], k=k, scope=scope, threshold=threshold, weights=FusionWeights()
+    )
     return [h.rule.id for h in hits]
 
 
@@ -49,7 +53,10 @@ def test_always_rules_come_with_any_prompt_in_scope() -> None:
 
 
 def test_threshold_drops_weak_hits_and_k_caps_the_rest() -> None:
-    idx = index_of(*(Rule(id=f"r{i}", text=f"wash hands rule {i}") for i in range(8)), Rule(id="tax", text="pay your taxes"))
+    idx = index_of(
+        *(Rule(id=f"r{i}", text=f"wash hands rule {i}") for i in range(8)),
+        Rule(id="tax", text="pay your taxes"),
+    )
     assert len(search(idx, "wash hands", k=3)) == 3
     assert "tax" not in search(idx, "wash hands", k=20, threshold=0.3)
 
@@ -65,7 +72,9 @@ def test_hits_are_ordered_by_priority_then_score() -> None:
 def test_hits_say_why() -> None:
     idx = index_of(Rule(id="hands", text="wash hands before cooking"))
     q = "should I wash my hands"
-    (hit,) = idx.search(q, EMB.encode([q])[0], k=1, scope=None, threshold=0, weights=FusionWeights())
+    (hit,) = idx.search(
+        q, EMB.encode([q])[0], k=1, scope=None, threshold=0, weights=FusionWeights()
+    )
     assert "shared words: hand, wash" in hit.why
     assert hit.dense is not None and hit.lexical is not None and hit.score > 0
 
@@ -97,7 +106,9 @@ def test_dense_ivf_recall_against_brute_force() -> None:
 
     rng = np.random.default_rng(0)
     centers = rng.standard_normal((50, 32)).astype(np.float32)
-    x = centers[rng.integers(0, 50, 5000)] + 0.5 * rng.standard_normal((5000, 32)).astype(np.float32)
+    x = centers[rng.integers(0, 50, 5000)] + 0.5 * rng.standard_normal((5000, 32)).astype(
+        np.float32
+    )
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     ivf = DenseIndex(x, ivf_min_rows=0, nprobe=16)
     found = 0
@@ -105,3 +116,27 @@ def test_dense_ivf_recall_against_brute_force() -> None:
         truth = set(np.argsort(-(x @ q))[:10].tolist())
         found += len(truth & set(ivf.candidates(q, 10)[0].tolist()))
     assert found / 1000 >= 0.9
+
+
+def test_large_memories_build_the_lexical_index_in_the_background(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import pluralism.rules._index as index_module
+
+    monkeypatch.setattr(index_module, "LAZY_LEXICAL_ROWS", 2)
+    idx = index_of(
+        Rule(id="hands", text="wash hands before cooking"), Rule(id="tax", text="pay tax")
+    )
+    assert idx.wait_lexical(timeout=10)
+    (hit,) = [
+        h
+        for h in idx.search(
+            "wash hands",
+            EMB.encode(["wash hands"])[0],
+            k=1,
+            scope=None,
+            threshold=0,
+            weights=FusionWeights(),
+        )
+    ]
+    assert hit.rule.id == "hands" and (hit.lexical or 0) > 0

@@ -4,7 +4,12 @@ from pluralism.rules._lexical import LexicalIndex, bigram_tokens, cjk_share, wor
 
 
 def test_words_drop_stopwords_and_fold_plurals() -> None:
-    assert word_tokens("How many Medications can my kids take?") == ["many", "medication", "kid", "take"]
+    assert word_tokens("How many Medications can my kids take?") == [
+        "many",
+        "medication",
+        "kid",
+        "take",
+    ]
 
 
 def test_bigrams_span_chinese_without_spaces_and_digits() -> None:
@@ -17,7 +22,9 @@ def test_cjk_share() -> None:
 
 
 def test_chinese_query_finds_chinese_rule_by_characters() -> None:
-    index = LexicalIndex(["土地使用者转让土地使用权必须付清地价款", "员工必须向法务部报告", "wash hands"])
+    index = LexicalIndex(
+        ["土地使用者转让土地使用权必须付清地价款", "员工必须向法务部报告", "wash hands"]
+    )
     scores = index.normalised("转让土地使用权需要什么条件？")
     assert int(scores.argmax()) == 0
     assert scores[2] == 0

@@ -35,7 +35,9 @@ def policies(tmp_path: Path) -> Path:
     return d
 
 
-def test_from_path_recalls_and_audits_the_start(policies: Path, embedder: HashEmbedder, cache_dir: Path) -> None:
+def test_from_path_recalls_and_audits_the_start(
+    policies: Path, embedder: HashEmbedder, cache_dir: Path
+) -> None:
     with RuleMemory.from_path(policies, embedder=embedder, cache_dir=cache_dir) as mem:
         assert [r.id for r in mem.rules] == ["hands", "taxes"]
         assert [h.rule.id for h in mem.recall("wash hands", k=1)] == ["hands"]
@@ -49,7 +51,9 @@ def test_a_broken_directory_refuses_to_start(tmp_path: Path, embedder: HashEmbed
         RuleMemory.from_path(tmp_path / "missing", embedder=embedder)
 
 
-def test_edits_change_version_and_are_audited(policies: Path, embedder: HashEmbedder, cache_dir: Path) -> None:
+def test_edits_change_version_and_are_audited(
+    policies: Path, embedder: HashEmbedder, cache_dir: Path
+) -> None:
     with RuleMemory.from_path(policies, embedder=embedder, cache_dir=cache_dir) as mem:
         v0 = mem.version
         mem.add(Rule(id="dogs", text="Keep dogs on a leash in parks."))
@@ -58,7 +62,9 @@ def test_edits_change_version_and_are_audited(policies: Path, embedder: HashEmbe
         v2 = mem.version
         mem.remove("dogs")
         assert len({v0, v1, v2}) == 3 and mem.version == v0
-        sources = [e.get("added") or e.get("changed") or e.get("removed") for e in mem.audit.read()[1:]]  # type: ignore[union-attr]
+        sources = [
+            e.get("added") or e.get("changed") or e.get("removed") for e in mem.audit.read()[1:]
+        ]  # type: ignore[union-attr]
         assert sources == [["dogs"], ["dogs"], ["dogs"]]
 
 
@@ -78,11 +84,15 @@ def test_scope_is_applied(embedder: HashEmbedder) -> None:
         cache_vectors=False,
     )
     assert mem.recall("greeting elders", scope=RuleScope(communities=["europe"])) == []
-    assert [h.rule.id for h in mem.recall("greeting elders", scope=RuleScope(communities=["asia"]))] == ["asia"]
+    assert [
+        h.rule.id for h in mem.recall("greeting elders", scope=RuleScope(communities=["asia"]))
+    ] == ["asia"]
 
 
 def test_huge_prompt_is_cut_not_fatal(embedder: HashEmbedder) -> None:
-    mem = RuleMemory.from_rules([Rule(id="r", text="wash hands")], embedder=embedder, cache_vectors=False)
+    mem = RuleMemory.from_rules(
+        [Rule(id="r", text="wash hands")], embedder=embedder, cache_vectors=False
+    )
     start = time.perf_counter()
     hits = mem.recall("wash hands " + "blah " * 2_000_000, threshold=0)
     assert time.perf_counter() - start < 2.0
@@ -94,11 +104,15 @@ def test_empty_memory_recalls_nothing(embedder: HashEmbedder) -> None:
 
 
 async def test_arecall_matches_recall(embedder: HashEmbedder) -> None:
-    mem = RuleMemory.from_rules([Rule(id="r", text="wash hands")], embedder=embedder, cache_vectors=False)
+    mem = RuleMemory.from_rules(
+        [Rule(id="r", text="wash hands")], embedder=embedder, cache_vectors=False
+    )
     assert await mem.arecall("wash hands") == mem.recall("wash hands")
 
 
-def test_format_rules_lists_texts_in_order_with_sources(policies: Path, embedder: HashEmbedder, cache_dir: Path) -> None:
+def test_format_rules_lists_texts_in_order_with_sources(
+    policies: Path, embedder: HashEmbedder, cache_dir: Path
+) -> None:
     mem = RuleMemory.from_path(policies, embedder=embedder, cache_dir=cache_dir)
     text = format_rules(mem.recall("wash hands and pay taxes", threshold=0))
     assert text.startswith("Supplementary information")
@@ -109,10 +123,14 @@ def test_format_rules_lists_texts_in_order_with_sources(policies: Path, embedder
 
 
 @pytest.mark.integration
-def test_default_policies_recall_the_right_rule_with_minilm(minilm: Embedder, tmp_path: Path) -> None:
+def test_default_policies_recall_the_right_rule_with_minilm(
+    minilm: Embedder, tmp_path: Path
+) -> None:
     from pluralism.rules import default_policies_dir
 
-    mem = RuleMemory.from_path(default_policies_dir(), embedder=minilm, audit_log=tmp_path / "a.jsonl")
+    mem = RuleMemory.from_path(
+        default_policies_dir(), embedder=minilm, audit_log=tmp_path / "a.jsonl"
+    )
     top = lambda q: [h.rule.id for h in sorted(mem.recall(q, k=3), key=lambda h: -h.score)]  # noqa: E731
     assert "no-dosage-advice" in top("what is the right dose of aspirin for my mother?")
     assert "self-harm-crisis-resources" in top("I feel like ending it all tonight")

@@ -5,13 +5,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
 from pluralism.errors import RuleStoreError
 from pluralism.rules import InMemoryRuleStore, RedisRuleStore, RuleMemory
-from tests.rules.conftest import HashEmbedder, RedisServer
 from tests.rules.conformance import DIM, StoreConformance, rule, vec
+from tests.rules.conftest import HashEmbedder, RedisServer
 
 pytestmark = pytest.mark.redis
 
@@ -79,7 +80,7 @@ def test_namespaces_are_separate(redis_url: str) -> None:
 
 
 def test_unreachable_at_start_is_one_clear_error() -> None:
-    with pytest.raises(RuleStoreError, match="unreachable.*fallback_to_memory") as info:
+    with pytest.raises(RuleStoreError, match=r"unreachable.*fallback_to_memory") as info:
         make("redis://127.0.0.1:1/0", connect_timeout_s=0.5)
     assert "\n" not in str(info.value)
 
@@ -87,8 +88,11 @@ def test_unreachable_at_start_is_one_clear_error() -> None:
 def test_fallback_to_memory_warns_and_serves(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING):
         mem = RuleMemory.from_redis(
-            "redis://127.0.0.1:1/0", embedder=HashEmbedder(), fallback_to_memory=True,
-            connect_timeout_s=0.5, cache_vectors=False,
+            "redis://127.0.0.1:1/0",
+            embedder=HashEmbedder(),
+            fallback_to_memory=True,
+            connect_timeout_s=0.5,
+            cache_vectors=False,
         )
     assert isinstance(mem.store, InMemoryRuleStore)
     assert "memory instead" in caplog.text
@@ -103,7 +107,9 @@ def test_another_embedder_is_refused(redis_url: str) -> None:
         RedisRuleStore(redis_url, dim=DIM, embedder_id="other-model")
 
 
-def test_lost_connection_keeps_serving_and_recovers(redis_server: RedisServer, redis_url: str) -> None:
+def test_lost_connection_keeps_serving_and_recovers(
+    redis_server: RedisServer, redis_url: str
+) -> None:
     a, b = make(redis_url), make(redis_url)
     try:
         a.add(rule("x"), vec(1, 0, 0, 0))
@@ -135,6 +141,33 @@ def test_memory_over_redis_recalls_for_every_replica(redis_url: str) -> None:
         assert wait_for(lambda: m2.version == m1.version)
         assert [h.rule.id for h in m2.recall("should I wash my hands", threshold=0)] == ["hands"]
         assert m2.healthy
+    finally:
+        m1.close()
+        m2.close()
+
+
+def test_policy_files_seed_redis_once_and_edits_reach_replicas(
+    redis_url: str, tmp_path: Path
+) -> None:
+    d = tmp_path / "policies"
+    d.mkdir()
+    (d / "a.yaml").write_text(
+        'rules:\n  - id: hands\n    text: Wash hands.\n    examples: ["wash?"]\n'
+    )
+    emb = HashEmbedder()
+    m1 = RuleMemory.from_redis(
+        redis_url, embedder=emb, directory=d, watch=True, cache_vectors=False
+    )
+    counter = m1.status()["counter"]
+    m2 = RuleMemory.from_redis(redis_url, embedder=emb, directory=d, cache_vectors=False)
+    try:
+        # Same files, same content hash: the second replica did not rewrite Redis.
+        assert m2.status()["counter"] == counter
+        assert [r.id for r in m2.rules] == ["hands"]
+        (d / "b.yaml").write_text(
+            'rules:\n  - id: dogs\n    text: Leash dogs.\n    examples: ["dog?"]\n'
+        )
+        assert wait_for(lambda: sorted(r.id for r in m2.rules) == ["dogs", "hands"], timeout=10)
     finally:
         m1.close()
         m2.close()

@@ -12,6 +12,7 @@ from typing import Any
 
 import openai
 import pytest
+import yaml
 
 from pluralism.embedding import CachedEmbedder
 from pluralism.server import ProxyConfig
@@ -35,11 +36,16 @@ rules:
 def write_communities(directory: Path) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     for cid, (description, persona) in COMMUNITIES.items():
-        (directory / f"{cid}.yaml").write_text(
-            f"id: {cid}\nkind: test\nname: {cid.title()}\ndescription: {description}\n"
-            f"persona: {persona}\nmodel:\n  backend: scripted\n",
-            encoding="utf-8",
-        )
+        data = {
+            "id": cid,
+            "kind": "test",
+            "name": cid.title(),
+            "description": description,
+            "persona": persona,
+            "model": {"backend": "scripted"},
+            "population": {"countries": {"Japan": 1.0} if cid == "asia" else {"France": 1.0}},
+        }
+        (directory / f"{cid}.yaml").write_text(yaml.safe_dump(data), encoding="utf-8")
     return directory
 
 

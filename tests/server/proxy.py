@@ -10,13 +10,13 @@ from typing import Any
 import httpx
 import uvicorn
 
-from pluralism.server import ProxyConfig, create_app
+from pluralism.server import ProxyConfig, ProxyState, create_app
 
 
 class ProxyServer:
     def __init__(self, config: ProxyConfig, *, embedder: Any = None) -> None:
-        self.app = create_app(config, embedder=embedder)
-        self.state = self.app.state.proxy
+        self.state = ProxyState.from_config(config)
+        self.app = create_app(embedder=embedder, state=self.state)
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind(("127.0.0.1", 0))

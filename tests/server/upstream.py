@@ -2,7 +2,8 @@
 
 `instant_app` answers at once with an echo of the last user message (for overhead and fault
 tests); `model_app` wraps any `ChatModel` (the integration test serves the real SmolLM2).
-`fault` in a plan makes the next request misbehave: "500", "hang", "garbage", "close".
+An entry of `plan` makes the next request misbehave: "500", "hang", "garbage", "echo-key",
+"slow-stream" (a pause before every streamed piece).
 """
 
 from __future__ import annotations
@@ -67,14 +68,15 @@ class Upstream:
 
     async def _chat(self, request: Request) -> Response:
         body = await request.json()
-        self.requests.append(
-            {"body": body, "authorization": request.headers.get("authorization")}
-        )
+        self.requests.append({"body": body, "authorization": request.headers.get("authorization")})
         fault = self.plan.pop(0) if self.plan else None
         if fault == "500":
             return JSONResponse({"error": {"message": "boom"}}, status_code=500)
         if fault == "hang":
             await asyncio.sleep(self.hang_s)
+        if fault == "echo-key":  # a careless upstream that quotes the key back
+            auth = request.headers.get("authorization", "")
+            return JSONResponse({"error": {"message": f"bad key {auth}"}}, status_code=401)
         if fault == "garbage":
             return Response("<html>not json</html>", media_type="application/json")
         if self.blocking:
@@ -82,7 +84,8 @@ class Upstream:
         else:
             text = self.answer(body["messages"], body)
         if body.get("stream"):
-            return StreamingResponse(_sse(text), media_type="text/event-stream")
+            pause = 0.2 if fault == "slow-stream" else 0.0
+            return StreamingResponse(_sse(text, pause), media_type="text/event-stream")
         return JSONResponse(completion(text, body.get("model", "upstream")))
 
 
@@ -98,8 +101,10 @@ def completion(text: str, model: str = "upstream") -> dict[str, Any]:
     }
 
 
-async def _sse(text: str) -> AsyncIterator[str]:
+async def _sse(text: str, pause: float = 0.0) -> AsyncIterator[str]:
     for i, word in enumerate(text.split(" ")):
+        if pause:
+            await asyncio.sleep(pause)
         piece = word if i == 0 else f" {word}"
         yield f"data: {json.dumps({'choices': [{'index': 0, 'delta': {'content': piece}}]})}\n\n"
     yield "data: [DONE]\n\n"

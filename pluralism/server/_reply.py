@@ -1,0 +1,236 @@
+"""Answering one chat request: auth, the JSON reply, the SSE stream, metrics and timings.
+
+Timings are measured here, around everything the proxy does, so that the overhead header and
+the `pluralism.timings` of a reply describe the same interval.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import AsyncGenerator
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from pluralism.server import _chat
+from pluralism.server._errors import ProxyError, error_body, error_response, from_exception
+from pluralism.server._json import dumps
+from pluralism.server._state import ProxyState
+from pluralism.server._timing import CLOCK, ModelClock
+
+HEADER = "x-pluralism-overhead-ms"
+
+
+def ms_since(since: float) -> float:
+    return round((time.perf_counter() - since) * 1000, 3)
+
+
+def authorize(state: ProxyState, request: Request) -> None:
+    if not state.key_hashes:
+        return
+    auth = request.headers.get("authorization", "")
+    scheme, _, key = auth.partition(" ")
+    presented = key.strip() if scheme.lower() == "bearer" else None
+    if not state.check_key(presented):
+        raise ProxyError(
+            401,
+            "Missing API key; send it as 'Authorization: Bearer <key>'."
+            if not presented
+            else "Wrong API key; check the key the proxy operator gave you.",
+            code="invalid_api_key",
+            headers={"www-authenticate": "Bearer"},
+        )
+
+
+async def chat_completion(state: ProxyState, request: Request) -> Response:
+    t0 = time.perf_counter()
+    clock = ModelClock()
+    CLOCK.set(clock)  # each request runs in its own context, so this is per request
+    metrics = state.metrics
+    mode = "unknown"
+    metrics.in_flight.inc()
+    streaming = False
+    try:
+        authorize(state, request)
+        if not state.ready:
+            raise _not_ready(state)
+        p = _chat.plan(
+            state, _chat.parse(await _chat.read_body(request, state.config.max_body_bytes))
+        )
+        mode = p.mode
+        if p.stream:
+            response = await _start_stream(state, p, t0, clock)
+            streaming = True
+            return response
+        final = await _chat.answer(state, p)
+        overhead = _finish(state, final, t0, clock, stream=False)
+        body = dumps(_completion(p, final))
+        return Response(body, media_type="application/json", headers={HEADER: f"{overhead:.3f}"})
+    except Exception as exc:
+        status, message, code, param = from_exception(exc)
+        metrics.errors.labels(code or "error").inc()
+        metrics.count(mode, str(status))
+        headers = {HEADER: f"{max(ms_since(t0) - clock.wall_ms, 0.0):.3f}"}
+        if isinstance(exc, ProxyError):
+            headers.update(exc.headers)
+        return error_response(status, message, code, param, headers)
+    finally:
+        if not streaming:
+            metrics.in_flight.dec()
+
+
+def _not_ready(state: ProxyState) -> ProxyError:
+    if state.load_error:
+        return ProxyError(503, f"The proxy failed to start: {state.load_error}", code="not_ready")
+    return ProxyError(
+        503,
+        "The proxy is still loading its models; retry in a few seconds (GET /readyz says when).",
+        code="not_ready",
+        headers={"retry-after": "2"},
+    )
+
+
+def _finish(
+    state: ProxyState, final: _chat.Final, t0: float, clock: ModelClock, *, stream: bool
+) -> float:
+    """Proxy-level timings into the reply and the metrics; returns the overhead in ms."""
+    total = ms_since(t0)
+    overhead = round(max(total - clock.wall_ms, 0.0), 3)
+    timings = final.info["timings"]
+    timings.update(request=total, models=round(clock.wall_ms, 3), overhead=overhead)
+    m = state.metrics
+    mode = final.info["mode"]
+    m.count(mode, "200")
+    m.observe_request(mode, stream, total / 1000, overhead / 1000)
+    m.observe_steps(timings)
+    return overhead
+
+
+def _completion(p: _chat.Plan, final: _chat.Final) -> dict[str, Any]:
+    return {
+        "id": _completion_id(),
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": p.model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": final.text},
+                "finish_reason": "stop",
+                "logprobs": None,
+            }
+        ],
+        "pluralism": final.info,
+    }
+
+
+def _completion_id() -> str:
+    return f"chatcmpl-{os.urandom(12).hex()}"
+
+
+async def _start_stream(state: ProxyState, p: _chat.Plan, t0: float, clock: ModelClock) -> Response:
+    """Wait for the first piece before answering, so failures before it (bad steer target,
+    upstream down) still get a proper status; headers then carry the overhead so far."""
+    items = _chat.stream(state, p)
+    try:
+        first = await items.__anext__()
+    except BaseException:
+        await items.aclose()
+        raise
+    first_ms = ms_since(t0)
+    first_token = first_ms if isinstance(first, str) else None
+    if first_token is not None:
+        state.metrics.first_token.labels(p.mode).observe(first_token / 1000)
+    overhead = max(first_ms - clock.wall_ms, 0.0)
+    started: list[bool] = []
+    return _Stream(
+        state,
+        p,
+        items,
+        _sse(state, p, first, items, t0, clock, first_token, started),
+        started,
+        headers={HEADER: f"{overhead:.3f}", "cache-control": "no-cache"},
+    )
+
+
+class _Stream(StreamingResponse):
+    """Closes the answer's generators however the response ends: a client that leaves before
+    the first byte never starts the body, so its own `finally` would never run."""
+
+    def __init__(
+        self,
+        state: ProxyState,
+        p: _chat.Plan,
+        items: AsyncGenerator[str | _chat.Final, None],
+        body: AsyncGenerator[bytes, None],
+        started: list[bool],
+        headers: dict[str, str],
+    ) -> None:
+        super().__init__(body, media_type="text/event-stream", headers=headers)
+        self._state, self._plan, self._items, self._body = state, p, items, body
+        self._started = started
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            if not self._started:
+                # Never started: do what the body's `finally` would have done.
+                self._state.metrics.count(self._plan.mode, "disconnected")
+                self._state.metrics.in_flight.dec()
+                await self._items.aclose()
+            await self._body.aclose()
+
+
+async def _sse(
+    state: ProxyState,
+    p: _chat.Plan,
+    first: str | _chat.Final,
+    items: AsyncGenerator[str | _chat.Final, None],
+    t0: float,
+    clock: ModelClock,
+    first_token: float | None,
+    started: list[bool],
+) -> AsyncGenerator[bytes, None]:
+    head = {
+        "id": _completion_id(),
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": p.model,
+    }
+
+    def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> bytes:
+        choice = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
+        return b"data: " + dumps({**head, "choices": [choice], **extra}) + b"\n\n"
+
+    started.append(True)
+    done = False
+    try:
+        yield chunk({"role": "assistant", "content": ""})
+        item = first
+        while isinstance(item, str):
+            yield chunk({"content": item})
+            item = await items.__anext__()
+        if not item.streamed and item.text:
+            yield chunk({"content": item.text})
+        if first_token is not None:
+            item.info["timings"]["first_token"] = first_token
+        _finish(state, item, t0, clock, stream=True)
+        yield chunk({}, "stop", pluralism=item.info)
+        yield b"data: [DONE]\n\n"
+        done = True
+    except Exception as exc:
+        # Headers are gone: the error travels as an SSE event, which OpenAI clients raise.
+        status, message, code, param = from_exception(exc)
+        state.metrics.errors.labels(code or "error").inc()
+        state.metrics.count(p.mode, str(status))
+        yield b"data: " + error_body(status, message, code, param) + b"\n\n"
+        done = True
+    finally:
+        if not done:  # the client went away mid-stream
+            state.metrics.count(p.mode, "disconnected")
+        state.metrics.in_flight.dec()
+        await items.aclose()

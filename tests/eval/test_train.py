@@ -1,0 +1,79 @@
+"""A tiny real LoRA training run: adapter + community file that the system then uses."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pluralism.eval._data import is_heldout
+from pluralism.eval._train import TrainConfig, split_targets
+from tests.eval import fixtures as fx
+
+
+def test_split_keeps_heldout_and_excluded_questions_out() -> None:
+    targets = [(f"Question number {i} about parks?", ["Yes", "No"], [0.5, 0.5]) for i in range(60)]
+    cfg = TrainConfig(max_questions=None, val_limit=100)
+    banned = targets[0][0] if not is_heldout(targets[0][0]) else targets[1][0]
+    train, val = split_targets(targets, cfg, exclude=[f"Question: {banned}\nAnswer:"])
+    used = {q for q, _, _ in train + val}
+    assert not any(is_heldout(q) for q in used)
+    assert banned not in used
+    assert not {q for q, _, _ in train} & {q for q, _, _ in val}
+
+
+@pytest.mark.integration
+def test_train_writes_an_adapter_the_system_uses(tmp_path: Path, embedder: Any) -> None:
+    survey = fx.survey_dir(tmp_path / "survey")
+    out = tmp_path / "pool"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pluralism",
+            "community",
+            "train",
+            "--survey",
+            str(survey),
+            "--attribute",
+            "POLPARTY",
+            "--group",
+            "Republican",
+            "--out",
+            str(out),
+            "--questions",
+            "4",
+            "--epochs",
+            "1",
+            "--lr",
+            "0.01",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr
+    adapter = out / "adapters" / "republican"
+    weights = adapter / "adapter_model.safetensors"
+    assert weights.stat().st_size < 2_000_000
+
+    from pluralism.config import load_communities
+    from pluralism.core import Pluralism
+    from pluralism.settings import Settings
+
+    (community,) = load_communities(out)
+    assert community.adapter == "adapters/republican"
+    assert community.population.groups == {"POLPARTY:Republican": 1.0}
+    system = Pluralism([community], embedder=embedder, rules=None, settings=Settings(rules_k=0))
+    resp = system.respond(
+        fx.QUESTIONS[0],
+        mode="distributional",
+        population="POLPARTY_Republican",
+        options=["Yes", "No"],
+    )
+    assert resp.distribution is not None
+    assert sum(resp.distribution.values()) == pytest.approx(1.0)
+    assert "republican" in system.meta.adapters  # type: ignore[attr-defined]

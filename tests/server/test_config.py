@@ -1,0 +1,143 @@
+"""`pluralism.yaml`, environment overrides, flags, and the `pluralism serve` command."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pluralism.errors import ConfigError
+from pluralism.server import ProxyConfig, load_config
+from pluralism.server._state import key_hashes
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "pluralism.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_file_then_environment_then_flags(tmp_path: Path) -> None:
+    path = write(tmp_path, "port: 9000\nhost: 0.0.0.0\ndefault_mode: rules\npolicies: pol\n")
+    env = {"PLURALISM_PORT": "9100", "PLURALISM_API_KEYS": "a, b,", "PLURALISM_OTHER": "x"}
+    cfg = load_config(path, env=env, overrides={"port": 9200, "host": None})
+    assert cfg.port == 9200  # the flag wins
+    assert cfg.host == "0.0.0.0"  # a flag not given leaves the file's value
+    assert cfg.default_mode == "rules"
+    assert [k.get_secret_value() for k in cfg.api_keys] == ["a", "b"]
+    assert cfg.policies == tmp_path / "pol"  # relative to the file
+    assert load_config(path, env=env).port == 9100
+
+
+def test_no_file_gives_the_defaults() -> None:
+    cfg = load_config(None, env={})
+    assert cfg == ProxyConfig()
+    assert (cfg.host, cfg.port, cfg.default_mode, cfg.upstream) == (
+        "127.0.0.1",
+        8080,
+        "overton",
+        None,
+    )
+
+
+def test_upstream_key_from_the_environment_is_secret() -> None:
+    cfg = load_config(None, env={"PLURALISM_UPSTREAM_API_KEY": "sk-secret"})
+    assert cfg.upstream_api_key is not None
+    assert cfg.upstream_api_key.get_secret_value() == "sk-secret"
+    assert "sk-secret" not in repr(cfg) and "sk-secret" not in cfg.model_dump_json()
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "words"),
+    [
+        ("port: 80\nprot: 90\n", 2, "`prot` is not a known field"),
+        ("host: x\nport: eighty\n", 2, "`port`"),
+        ("default_mode: utopia\n", 1, "`default_mode`"),
+        ("upstream: 127.0.0.1:8000\n", 1, "http://"),
+        ("settings:\n  top_k: 0\n", 2, "`settings.top_k`"),
+        ("port: [1\n", None, "YAML syntax error"),
+    ],
+)
+def test_errors_name_the_file_line_and_field(
+    tmp_path: Path, text: str, line: int | None, words: str
+) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as err:
+        load_config(path, env={})
+    message = str(err.value)
+    assert message.startswith(str(path) + (f":{line}:" if line else ""))
+    assert words in message
+
+
+def test_a_bad_environment_variable_is_named() -> None:
+    with pytest.raises(ConfigError, match="PLURALISM_PORT"):
+        load_config(None, env={"PLURALISM_PORT": "lots"})
+
+
+def test_a_missing_config_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml", env={})
+
+
+def test_hashed_keys_must_be_64_hex_digits() -> None:
+    assert len(key_hashes(["sha256:" + "ab" * 32])[0]) == 32
+    with pytest.raises(ConfigError, match="64 hex digits"):
+        key_hashes(["sha256:abc"])
+
+
+def test_the_shipped_example_is_valid_and_documents_every_field() -> None:
+    example = ROOT / "examples" / "pluralism.example.yaml"
+    cfg = load_config(example, env={})
+    assert cfg.upstream_model == "my-chatbot"
+    text = example.read_text()
+    docs = (ROOT / "docs" / "proxy.md").read_text()
+    for field in ProxyConfig.model_fields:
+        assert field in text, f"examples/pluralism.example.yaml does not mention {field}"
+        assert f"`{field}`" in docs, f"docs/proxy.md does not document {field}"
+
+
+def test_the_cli_module_is_light_to_import() -> None:
+    code = (
+        "import sys, pluralism.server._cli; "
+        "print(sorted(m for m in ('fastapi', 'uvicorn', 'torch', 'langgraph') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_serve_with_a_broken_config_exits_with_one_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "port: 80\nprot: 90\n")
+    out = subprocess.run(
+        [sys.executable, "-m", "pluralism", "serve", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 1
+    assert "Traceback" not in out.stderr
+    assert f"{path}:2" in " ".join(out.stderr.split())
+
+
+def test_serve_help_lists_the_flags() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "pluralism", "serve", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"COLUMNS": "200", "TERM": "dumb", "PATH": ""},
+    )
+    assert out.returncode == 0, out.stderr
+    for flag in (
+        "--upstream",
+        "--upstream-model",
+        "--config",
+        "--policies",
+        "--communities",
+        "--host",
+        "--port",
+    ):
+        assert flag in out.stdout

@@ -1,0 +1,104 @@
+"""The proxy in front of a real model: the bundled SmolLM2, served over real HTTP.
+
+Slower than the rest (a forward pass per token on CPU), so answers are kept to a few tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+
+from pluralism.embedding import CachedEmbedder
+from pluralism.models import LocalChatModel
+from pluralism.types import GenerationParams
+
+from .conftest import config, start_proxy
+from .proxy import ProxyServer
+from .upstream import Upstream
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def smol() -> LocalChatModel:
+    return LocalChatModel()
+
+
+@pytest.fixture(scope="module")
+def smol_upstream(smol: LocalChatModel) -> Iterator[Upstream]:
+    def answer(messages: list[dict[str, Any]], body: dict[str, Any]) -> str:
+        params = GenerationParams(
+            max_tokens=min(int(body.get("max_tokens") or 16), 32),
+            temperature=float(body.get("temperature") or 0.0),
+            seed=body.get("seed"),
+        )
+        return smol.generate([messages], params)[0]
+
+    server = Upstream(answer, blocking=True).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def smol_proxy(
+    smol_upstream: Upstream, communities_dir: Path, policies_dir: Path, embedder: CachedEmbedder
+) -> Iterator[ProxyServer]:
+    cfg = config(
+        communities_dir, policies_dir, upstream=smol_upstream.base_url, upstream_timeout_s=120
+    )
+    server = start_proxy(cfg, embedder)
+    yield server
+    server.stop()
+
+
+@pytest.mark.parametrize("model", ["pluralism/rules", "pluralism/overton"])
+def test_a_real_model_answers_through_the_proxy(smol_proxy: ProxyServer, model: str) -> None:
+    with openai.OpenAI(base_url=smol_proxy.base_url, api_key="x", max_retries=0) as c:
+        completion = c.chat.completions.create(
+            model=model,
+            messages=[{"role": "user", "content": "Should I tip at restaurants?"}],
+            max_tokens=12,
+        )
+    text = completion.choices[0].message.content
+    assert text and not text.startswith("echo:")
+    p = completion.model_extra["pluralism"]  # type: ignore[index]
+    assert p["rules"] == ["tipping-local-custom"]
+    # A real model dominates the time; the proxy's share is small next to it.
+    assert p["timings"]["models"] > p["timings"]["overhead"]
+
+
+async def test_a_real_model_streams_through_the_proxy(smol_proxy: ProxyServer) -> None:
+    async with openai.AsyncOpenAI(base_url=smol_proxy.base_url, api_key="x", max_retries=0) as c:
+        stream = await c.chat.completions.create(
+            model="pluralism/rules",
+            messages=[{"role": "user", "content": "Name a fruit."}],
+            max_tokens=8,
+            stream=True,
+        )
+        chunks = [chunk async for chunk in stream]
+    assert "".join(c.choices[0].delta.content or "" for c in chunks).strip()
+    assert chunks[-1].model_extra["pluralism"]["timings"]["first_token"] > 0  # type: ignore[index]
+
+
+def test_without_an_upstream_the_embedded_model_answers(
+    communities_dir: Path, policies_dir: Path, embedder: CachedEmbedder
+) -> None:
+    cfg = config(communities_dir, policies_dir, upstream_model=None)
+    cfg.settings.meta.max_tokens = 8
+    server = start_proxy(cfg, embedder)
+    try:
+        with openai.OpenAI(base_url=server.base_url, api_key="x", max_retries=0) as c:
+            completion = c.chat.completions.create(
+                model="pluralism/steerable",
+                messages=[{"role": "user", "content": "Should I tip?"}],
+                extra_body={"pluralism": {"steer": "asia"}},
+            )
+        assert completion.choices[0].message.content
+        assert completion.model_extra["pluralism"]["steered_to"] == "asia"  # type: ignore[index]
+        assert server.state.upstream_label.startswith("local:")
+    finally:
+        server.stop()

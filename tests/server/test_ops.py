@@ -1,0 +1,203 @@
+"""Operations: probes, metrics, hot reload of policies, and readiness against a real Redis."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from pluralism.embedding import CachedEmbedder
+
+from .conftest import config, start_proxy
+from .proxy import ProxyServer
+from .upstream import Upstream, free_port
+
+
+def test_healthz_and_readyz(proxy: ProxyServer) -> None:
+    assert httpx.get(f"{proxy.url}/healthz").json() == {"status": "ok"}
+    ready = httpx.get(f"{proxy.url}/readyz")
+    assert ready.status_code == 200
+    body = ready.json()
+    assert body["status"] == "ready" and body["reasons"] == []
+    assert body["checks"]["models"] is True
+    assert body["checks"]["rules"]["rules"] == 1
+    assert body["checks"]["upstream"].startswith("http://127.0.0.1")
+
+
+def test_metrics_count_requests_errors_steps_and_first_tokens(
+    proxy: ProxyServer, client: openai.OpenAI
+) -> None:
+    messages: list[dict[str, str]] = [{"role": "user", "content": "Should I tip?"}]
+    client.chat.completions.create(model="pluralism/overton", messages=messages)  # type: ignore[arg-type]
+    list(client.chat.completions.create(model="pluralism/rules", messages=messages, stream=True))  # type: ignore[arg-type]
+    httpx.post(f"{proxy.base_url}/chat/completions", content=b"{")
+    text = httpx.get(f"{proxy.url}/metrics").text
+    assert 'pluralism_requests_total{mode="overton",status="200"}' in text
+    assert 'pluralism_errors_total{code="invalid_json"}' in text
+    for step in ("route", "recall", "drafts", "aggregate", "answer"):
+        assert f'step="{step}"' in text
+    assert "pluralism_upstream_seconds_count" in text
+    assert 'pluralism_time_to_first_token_seconds_count{mode="rules"}' in text
+    assert 'pluralism_overhead_seconds_count{mode="overton"}' in text
+
+
+def test_every_reply_has_the_overhead_header(proxy: ProxyServer) -> None:
+    for path in ("/healthz", "/readyz", "/metrics", "/v1/models", "/nowhere"):
+        assert float(httpx.get(f"{proxy.url}{path}").headers["x-pluralism-overhead-ms"]) >= 0
+
+
+def test_openapi_document_describes_the_chat_endpoint(proxy: ProxyServer) -> None:
+    doc = httpx.get(f"{proxy.url}/openapi.json").json()
+    op = doc["paths"]["/v1/chat/completions"]["post"]
+    assert op["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith(
+        "ChatCompletionRequest"
+    )
+    assert {"200", "400", "401", "404", "413", "502", "504"} <= set(op["responses"])
+    assert "ChatMessage" in doc["components"]["schemas"]
+
+
+RULE = """\
+rules:
+  - id: {rule_id}
+    text: {text}
+    examples: [should I tip at restaurants]
+"""
+
+
+@pytest.fixture()
+def reloading(
+    tmp_path: Path,
+    upstream_server: Upstream,
+    communities_dir: Path,
+    embedder: CachedEmbedder,
+) -> Iterator[tuple[ProxyServer, Path]]:
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "tips.yaml").write_text(
+        RULE.format(rule_id="tip-v1", text="Tipping customs differ by country.")
+    )
+    server = start_proxy(
+        config(communities_dir, policies, upstream=upstream_server.base_url), embedder
+    )
+    yield server, policies
+    server.stop()
+
+
+def test_editing_a_policy_file_reaches_the_next_requests(
+    reloading: tuple[ProxyServer, Path], upstream_server: Upstream
+) -> None:
+    server, policies = reloading
+    with openai.OpenAI(base_url=server.base_url, api_key="x", max_retries=0) as c:
+
+        def rules() -> tuple[list[str], str]:
+            r = c.chat.completions.create(
+                model="pluralism/rules",
+                messages=[{"role": "user", "content": "Should I tip at restaurants?"}],
+            )
+            p = r.model_extra["pluralism"]  # type: ignore[index]
+            return p["rules"], p["rules_version"]
+
+        ids, version = rules()
+        assert ids == ["tip-v1"]
+        (policies / "tips.yaml").write_text(
+            RULE.format(rule_id="tip-v2", text="Tipping is never required; say so kindly.")
+        )
+        deadline = time.monotonic() + 15
+        while rules()[1] == version:
+            assert time.monotonic() < deadline, "the edit never reached the proxy"
+            time.sleep(0.1)
+        assert rules()[0] == ["tip-v2"]
+        assert "never required" in upstream_server.requests[-1]["body"]["messages"][0]["content"]
+        # A broken edit is refused: the last good rules keep serving.
+        (policies / "tips.yaml").write_text("rules: [oops")
+        time.sleep(1.0)
+        assert rules()[0] == ["tip-v2"]
+
+
+@pytest.fixture()
+def redis_url(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed (apt-get install redis-server); CI installs it")
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    yield f"redis://127.0.0.1:{port}/0", proc
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@pytest.mark.redis
+def test_readyz_fails_with_a_reason_when_redis_goes_away(
+    redis_url: tuple[str, subprocess.Popen[bytes]],
+    upstream_server: Upstream,
+    communities_dir: Path,
+    policies_dir: Path,
+    embedder: CachedEmbedder,
+) -> None:
+    url, proc = redis_url
+    time.sleep(0.3)  # redis-server binds within a few ms; be generous on a loaded machine
+    cfg = config(communities_dir, policies_dir, upstream=upstream_server.base_url, redis_url=url)
+    server = start_proxy(cfg, embedder)
+    try:
+        assert httpx.get(f"{server.url}/readyz").status_code == 200
+        proc.terminate()
+        proc.wait(timeout=10)
+        deadline = time.monotonic() + 15
+        while (r := httpx.get(f"{server.url}/readyz")).status_code == 200:
+            assert time.monotonic() < deadline, "readyz never noticed Redis going away"
+            time.sleep(0.1)
+        assert r.status_code == 503
+        assert any("Redis" in reason for reason in r.json()["reasons"])
+        # Liveness is not readiness: the process is fine, and still answers from its snapshot.
+        assert httpx.get(f"{server.url}/healthz").status_code == 200
+    finally:
+        server.stop()
+
+
+def test_a_proxy_that_cannot_start_says_why(
+    upstream_server: Upstream, communities_dir: Path, policies_dir: Path, embedder: CachedEmbedder
+) -> None:
+    cfg = config(
+        communities_dir,
+        policies_dir,
+        upstream=upstream_server.base_url,
+        redis_url=f"redis://127.0.0.1:{free_port()}/0",
+    )
+    server = ProxyServer(cfg, embedder=embedder).start(ready=False)
+    try:
+        deadline = time.monotonic() + 30
+        while server.state.load_error is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        r = httpx.get(f"{server.url}/readyz")
+        assert r.status_code == 503 and "startup failed" in r.json()["reasons"][0]
+        chat = httpx.post(
+            f"{server.base_url}/chat/completions",
+            json={"model": "pluralism/rules", "messages": [{"role": "user", "content": "hi"}]},
+        )
+        assert chat.status_code == 503
+        assert chat.json()["error"]["message"].startswith("The proxy failed to start")
+    finally:
+        server.stop()
