@@ -38,12 +38,24 @@ def policies(tmp_path: Path) -> Path:
 def test_from_path_recalls_and_audits_the_start(
     policies: Path, embedder: HashEmbedder, cache_dir: Path
 ) -> None:
-    with RuleMemory.from_path(policies, embedder=embedder, cache_dir=cache_dir) as mem:
+    # A watched directory (a running service) keeps its audit log beside the policy files.
+    with RuleMemory.from_path(policies, embedder=embedder, cache_dir=cache_dir, watch=True) as mem:
         assert [r.id for r in mem.rules] == ["hands", "taxes"]
         assert [h.rule.id for h in mem.recall("wash hands", k=1)] == ["hands"]
         entries = [json.loads(x) for x in (policies / ".audit.jsonl").read_text().splitlines()]
         assert entries[0]["source"] == "start" and entries[0]["added"] == ["hands", "taxes"]
         assert entries[0]["version"] == mem.version
+
+
+def test_a_one_shot_load_writes_nothing_into_the_policy_directory(
+    policies: Path, embedder: HashEmbedder, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state = policies.parent / "state"
+    monkeypatch.setenv("XDG_STATE_HOME", str(state))
+    before = sorted(p.name for p in policies.iterdir())
+    RuleMemory.from_path(policies, embedder=embedder, cache_dir=cache_dir).close()
+    assert sorted(p.name for p in policies.iterdir()) == before
+    assert (state / "pluralism" / "audit.jsonl").is_file()
 
 
 def test_a_broken_directory_refuses_to_start(tmp_path: Path, embedder: HashEmbedder) -> None:
@@ -54,7 +66,10 @@ def test_a_broken_directory_refuses_to_start(tmp_path: Path, embedder: HashEmbed
 def test_edits_change_version_and_are_audited(
     policies: Path, embedder: HashEmbedder, cache_dir: Path
 ) -> None:
-    with RuleMemory.from_path(policies, embedder=embedder, cache_dir=cache_dir) as mem:
+    audit = policies.parent / "audit.jsonl"
+    with RuleMemory.from_path(
+        policies, embedder=embedder, cache_dir=cache_dir, audit_log=audit
+    ) as mem:
         v0 = mem.version
         mem.add(Rule(id="dogs", text="Keep dogs on a leash in parks."))
         v1 = mem.version
