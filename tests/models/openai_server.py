@@ -11,12 +11,9 @@ import json
 import math
 import re
 import socket
-import threading
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -24,6 +21,7 @@ from starlette.routing import Route
 
 from pluralism.models import ScriptedChatModel
 from pluralism.types import GenerationParams
+from tests._loopback import LoopbackServer
 
 _OPTION = re.compile(r"^([A-Z])\. (.*)$")
 
@@ -36,30 +34,16 @@ class FakeUpstream:
         self.logprobs = True
         self.hang_s = 3.0
         app = Starlette(routes=[Route("/v1/chat/completions", self._chat, methods=["POST"])])
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._sock.bind(("127.0.0.1", 0))
-        self.port = self._sock.getsockname()[1]
-        self.base_url = f"http://127.0.0.1:{self.port}/v1"
-        config = uvicorn.Config(app, log_level="error", lifespan="off", timeout_graceful_shutdown=1)
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True
-        )
+        self._http = LoopbackServer(app, timeout_graceful_shutdown=1)
+        self.port = self._http.port
+        self.base_url = f"{self._http.url}/v1"
 
     def start(self) -> FakeUpstream:
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline:
-                raise RuntimeError("fake upstream did not start")
-            time.sleep(0.01)
+        self._http.start(what="fake upstream")
         return self
 
     def stop(self) -> None:
-        self._server.should_exit = True
-        self._thread.join(timeout=5)
-        self._sock.close()
+        self._http.stop()
 
     def reset(self) -> None:
         self.plan.clear()

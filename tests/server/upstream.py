@@ -11,16 +11,15 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import threading
-import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+
+from tests._loopback import LoopbackServer
 
 Answer = Callable[[list[dict[str, Any]], dict[str, Any]], str]
 
@@ -41,30 +40,16 @@ class Upstream:
         self.hang_s = 5.0
         routes = [Route("/v1/chat/completions", self._chat, methods=["POST"])]
         self.app = Starlette(routes=routes)
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._sock.bind(("127.0.0.1", 0))
-        self.port: int = self._sock.getsockname()[1]
-        self.base_url = f"http://127.0.0.1:{self.port}/v1"
-        config = uvicorn.Config(self.app, log_level="error", lifespan="off")
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True
-        )
+        self._http = LoopbackServer(self.app)
+        self.port: int = self._http.port
+        self.base_url = f"{self._http.url}/v1"
 
     def start(self) -> Upstream:
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline:
-                raise RuntimeError("the test upstream did not start")
-            time.sleep(0.01)
+        self._http.start(what="the test upstream")
         return self
 
     def stop(self) -> None:
-        self._server.should_exit = True
-        self._thread.join(timeout=5)
-        self._sock.close()
+        self._http.stop()
 
     async def _chat(self, request: Request) -> Response:
         body = await request.json()
