@@ -6,9 +6,9 @@ the server) load on first use so that `import pluralism` and the CLI start fast.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from pluralism._lazy import lazy_attributes
 from pluralism.errors import (
     ConfigError,
     InputError,
@@ -76,13 +76,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'pluralism' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_attributes("pluralism", _LAZY, globals())
 
 
 __all__ = [

@@ -6,8 +6,7 @@ the names below are the library face. Submodules load lazily so `import pluralis
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from pluralism._lazy import lazy_attributes
 
 _LAZY = {
     "Item": "pluralism.eval._data",
@@ -29,13 +28,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'pluralism.eval' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_attributes("pluralism.eval", _LAZY, globals())
 
 
 __all__ = sorted(_LAZY)
