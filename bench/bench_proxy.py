@@ -8,6 +8,8 @@ Run from the project root:
 1. Overhead: `rules` mode with no rules against an upstream that answers at once. The same
    load (concurrency 32) goes to the upstream directly and through the proxy, alternating
    rounds in one run; the difference of the latency percentiles is what the proxy adds.
+   Measured with 1 and with 2 proxy worker processes (`--workers 1,2`): at concurrency 32
+   one process is CPU-bound, so its added latency is mostly queueing.
 2. Load: 500 Overton requests at concurrency 50, communities on the scripted backend (the
    routing embedder is the real MiniLM), against the same instant upstream; counts errors and
    the proxy's resident memory at request 100 and at request 500.
@@ -252,8 +254,11 @@ def scripted_pool(target: Path) -> Path:
     return target
 
 
-def start_proxy(tmp: Path, upstream: str, port: int, policies: Path) -> subprocess.Popen[bytes]:
+def start_proxy(
+    tmp: Path, upstream: str, port: int, policies: Path, workers: int = 1
+) -> subprocess.Popen[bytes]:
     config = {
+        "workers": workers,
         "port": port,
         "upstream": upstream,
         "upstream_model": "instant",
@@ -268,7 +273,7 @@ def start_proxy(tmp: Path, upstream: str, port: int, policies: Path) -> subproce
     return subprocess.Popen(cmd, env=env, cwd=ROOT)
 
 
-def overhead_part(args: argparse.Namespace, up_url: str, px_url: str) -> None:
+def overhead_part(args: argparse.Namespace, up_url: str, px_url: str, workers: int) -> None:
     rounds = 2
     n = args.requests // rounds
     direct: dict[str, list[float]] = {"lat": [], "rps": []}
@@ -312,7 +317,7 @@ def overhead_part(args: argparse.Namespace, up_url: str, px_url: str) -> None:
     print(
         f"\n## Pass-through overhead: rules mode, no rules, instant upstream "
         f"({args.requests} requests each, concurrency {args.concurrency}, {rounds} rounds, "
-        f"{os.cpu_count()} cores, {args.client} client)\n"
+        f"{os.cpu_count()} cores, {args.client} client, proxy workers: {workers})\n"
     )
     print(
         f"| {'':34} | {'upstream direct':>15} | {'through proxy':>13} | {'added':>8} | "
@@ -395,39 +400,61 @@ def main() -> None:
         default="raw",
         help="load generator: lean keep-alive sockets, or httpx (see RawClient)",
     )
+    parser.add_argument(
+        "--workers",
+        default="1,2",
+        help="proxy worker processes to measure the overhead with, comma-separated",
+    )
     parser.add_argument("--serve-upstream", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_upstream:
         serve_upstream(args.serve_upstream)
         return
     tmp = Path(tempfile.mkdtemp(prefix="bench-proxy-"))
-    up_port, px_port = free_port(), free_port()
-    procs: list[subprocess.Popen[bytes]] = []
+    up_port = free_port()
+    upstream = subprocess.Popen(
+        [sys.executable, __file__, "--serve-upstream", str(up_port)], cwd=ROOT
+    )
+    up_url = f"http://127.0.0.1:{up_port}"
+    (tmp / "policies").mkdir()  # no rules: pure pass-through
     try:
-        procs.append(
-            subprocess.Popen([sys.executable, __file__, "--serve-upstream", str(up_port)], cwd=ROOT)
-        )
-        (tmp / "policies").mkdir()  # no rules: pure pass-through
-        proxy = start_proxy(tmp, f"http://127.0.0.1:{up_port}/v1", px_port, tmp / "policies")
-        procs.append(proxy)
-        up_url, px_url = f"http://127.0.0.1:{up_port}", f"http://127.0.0.1:{px_port}"
         wait_ready(f"{up_url}/v1/chat/completions")
-        wait_ready(f"{px_url}/readyz")
-        while httpx.get(f"{px_url}/readyz").status_code != 200:
-            time.sleep(0.2)
-        if args.only in (None, "overhead"):
-            overhead_part(args, up_url, px_url)
-        if args.only in (None, "load"):
-            load_part(px_url, proxy.pid, args.client)
-    finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
+        counts = [int(w) for w in args.workers.split(",")] if args.only != "load" else [1]
+        for workers in counts:
+            px_port = free_port()
+            proxy = start_proxy(tmp, f"{up_url}/v1", px_port, tmp / "policies", workers=workers)
+            px_url = f"http://127.0.0.1:{px_port}"
             try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+                ready_in_a_row = 0
+                deadline = time.monotonic() + 300
+                # With several workers, /readyz answers from whichever accepts: wait until
+                # several answers in a row say ready.
+                while ready_in_a_row < 3 * workers:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError("the proxy did not become ready")
+                    try:
+                        ok = httpx.get(f"{px_url}/readyz", timeout=5).status_code == 200
+                    except httpx.HTTPError:
+                        ok = False
+                    ready_in_a_row = ready_in_a_row + 1 if ok else 0
+                    time.sleep(0.2)
+                if args.only in (None, "overhead"):
+                    overhead_part(args, up_url, px_url, workers)
+                if args.only in (None, "load") and workers == 1:
+                    load_part(px_url, proxy.pid, args.client)
+            finally:
+                stop(proxy)
+    finally:
+        stop(upstream)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
 
 
 if __name__ == "__main__":

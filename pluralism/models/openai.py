@@ -19,8 +19,10 @@ from typing import Any, TypeVar
 
 import httpx
 
+from pluralism._json import dumps, loads
 from pluralism.errors import UpstreamError
 from pluralism.models._choices import LETTERS, check_options, choice_conversation, shifts, unshift
+from pluralism.models._http import LeanTransport, post_head
 from pluralism.models._protocol import Conversation
 from pluralism.types import GenerationParams
 
@@ -50,6 +52,7 @@ class OpenAIChatModel:
         client: httpx.AsyncClient | None = None,
         backoff_s: float = 0.5,
         max_concurrency: int = 16,
+        lean: LeanTransport | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.model_id = model
@@ -64,6 +67,10 @@ class OpenAIChatModel:
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient]
         self._clients = weakref.WeakKeyDictionary()
         self._max_concurrency = max_concurrency
+        # With `client`'s own lean transport, JSON calls on `client` skip httpx's objects.
+        self._lean = lean
+        self._lean_url = httpx.URL(self._url)
+        self._lean_head = post_head(self._lean_url, self._headers) if lean is not None else b""
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -147,10 +154,48 @@ class OpenAIChatModel:
             )
         raise AssertionError("unreachable: the loop returns or raises")
 
+    async def _send_lean(self, lean: LeanTransport, payload: dict[str, Any]) -> bytes:
+        """`_send` over the lean transport: the same retries and errors, the 2xx body back."""
+        body = dumps(payload)
+        attempts = self.max_retries + 1
+        for attempt in range(attempts):
+            try:
+                status, headers, content = await lean.post(
+                    self._lean_url, self._lean_head, body, self.timeout_s
+                )
+            except httpx.TimeoutException as exc:
+                raise self._error(
+                    f"did not answer within {self.timeout_s:g} s; raise timeout_s or check the "
+                    f"server.",
+                    504,
+                ) from exc
+            except httpx.TransportError as exc:
+                if attempt + 1 < attempts:
+                    await asyncio.sleep(self._delay(attempt, None))
+                    continue
+                raise self._error(
+                    f"could not be reached after {attempts} attempt(s) ({type(exc).__name__}); "
+                    f"check base_url and that the server is running."
+                ) from exc
+            if status < 400:
+                return content
+            if status in _RETRY_STATUS and attempt + 1 < attempts:
+                wait = _parse_retry_after(headers.get(b"retry-after", b"").decode("latin-1"))
+                await asyncio.sleep(self._delay(attempt, wait))
+                continue
+            raise self._error(
+                f"answered HTTP {status}{_error_detail(content)} after {attempt + 1} "
+                f"attempt(s); check the model name, API key and server logs."
+            )
+        raise AssertionError("unreachable: the loop returns or raises")
+
     async def _post(self, client: httpx.AsyncClient, payload: dict[str, Any]) -> dict[str, Any]:
-        resp = await self._send(client, payload)
+        if self._lean is not None and client is self._client:
+            content = await self._send_lean(self._lean, payload)
+        else:
+            content = (await self._send(client, payload)).content
         try:
-            data = resp.json()
+            data = loads(content)
         except ValueError as exc:
             raise self._error(
                 "answered with invalid JSON; check that base_url points at an OpenAI-compatible "
@@ -191,6 +236,17 @@ class OpenAIChatModel:
         return list(await asyncio.gather(*(one(j) for j in jobs)))
 
     # -- generation -------------------------------------------------------------------------
+
+    async def achat(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Send one chat-completion request body as given (with this model's name) and return
+        the reply as the server sent it, once checked to have a choice.
+
+        For pass-through use: fields this class does not model (tools, response_format, n,
+        logprobs...) reach the server, and usage, finish_reason and tool calls come back.
+        """
+        data = await self._post(self._loop_client(), {**body, "model": self.model_id})
+        self._first_choice(data)
+        return data
 
     async def _complete(
         self, client: httpx.AsyncClient, conversation: Conversation, p: GenerationParams
@@ -346,7 +402,10 @@ def _redact_url(url: str) -> str:
 
 
 def _retry_after(resp: httpx.Response) -> float | None:
-    value = resp.headers.get("retry-after")
+    return _parse_retry_after(resp.headers.get("retry-after"))
+
+
+def _parse_retry_after(value: str | None) -> float | None:
     if not value:
         return None
     try:

@@ -10,6 +10,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: one process per log is assumed there
+    fcntl = None  # type: ignore[assignment]
+
 log = logging.getLogger(__name__)
 
 AUDIT_FILE = ".audit.jsonl"
@@ -37,13 +42,20 @@ class AuditLog:
         self._lock = threading.Lock()
 
     def append(self, entry: dict[str, Any]) -> None:
-        record = {"when": datetime.now(UTC).isoformat(timespec="milliseconds"), **entry}
+        now = datetime.now(UTC)
+        record = {"when": now.isoformat(timespec="milliseconds"), **entry}
         line = json.dumps(record, ensure_ascii=False)
         with self._lock:
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                with open(self.path, "a", encoding="utf-8") as fh:
-                    fh.write(line + "\n")
+                with open(self.path, "a+b") as fh:
+                    # Worker processes of one server all watch the same directory: under an
+                    # exclusive lock, a change the previous line already recorded moments
+                    # ago is the same change seen by another process, not a new one.
+                    _lock_file(fh)
+                    if _same_change(_last_line(fh), entry, now):
+                        return
+                    fh.write((line + "\n").encode("utf-8"))
             except OSError as exc:
                 # The change itself already happened; losing the log line must not undo it.
                 log.error(
@@ -64,6 +76,30 @@ class AuditLog:
             except json.JSONDecodeError:
                 continue
         return out
+
+
+_SAME_CHANGE_S = 10.0
+
+
+def _lock_file(fh: Any) -> None:
+    if fcntl is not None:  # the lock is released when the file closes
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+
+
+def _last_line(fh: Any) -> bytes:
+    size = fh.seek(0, 2)
+    fh.seek(max(size - 65536, 0))
+    lines = fh.read().rstrip(b"\n").rsplit(b"\n", 1)
+    return bytes(lines[-1])
+
+
+def _same_change(last: bytes, entry: dict[str, Any], now: datetime) -> bool:
+    try:
+        previous = json.loads(last)
+        when = datetime.fromisoformat(previous.pop("when"))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return False
+    return previous == entry and abs((now - when).total_seconds()) < _SAME_CHANGE_S
 
 
 def _is_policy_file(_change: object, path: str) -> bool:

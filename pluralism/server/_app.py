@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import logging
+import os
+import shutil
+import tempfile
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 from fastapi import FastAPI
@@ -21,9 +25,9 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from pluralism._json import dumps
 from pluralism.server import _chat
 from pluralism.server._config import MODES, ProxyConfig
 from pluralism.server._errors import (
@@ -33,7 +37,6 @@ from pluralism.server._errors import (
     http_error,
     unhandled,
 )
-from pluralism.server._json import dumps
 from pluralism.server._reply import HEADER, authorize, chat_completion
 from pluralism.server._schemas import (
     ChatCompletion,
@@ -45,6 +48,8 @@ from pluralism.server._schemas import (
 from pluralism.server._state import ProxyState
 
 log = logging.getLogger("pluralism.server")
+CHAT_PATH = "/v1/chat/completions"
+Handler = Callable[[Request], Awaitable[Response]]
 _HEADER_B = HEADER.encode()
 # One server-sent event: `data` is a chat.completion.chunk as JSON, or the final `[DONE]`.
 _SSE_EVENT = {
@@ -97,9 +102,52 @@ class OverheadHeader:
         await self.app(scope, receive, send_with_header)
 
 
+class ProxyApp(FastAPI):
+    """FastAPI with the chat route answered ahead of the middleware stack.
+
+    The chat handler authenticates, times and maps every failure to an OpenAI error itself, so
+    Starlette's exception and error middlewares, FastAPI's exit stack and the router only cost
+    CPU on that route: skipping them is most of what keeps pass-through overhead low under
+    load. Every other route goes through FastAPI as usual.
+    """
+
+    chat: Handler | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.chat is not None and scope["type"] == "http" and scope["method"] == "POST":
+            path: str = scope["path"]
+            root: str = scope.get("root_path", "")
+            if root and path.startswith(root):
+                path = path[len(root) :]
+            if path == CHAT_PATH:
+                await self._chat(self.chat, scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
+
+    @staticmethod
+    async def _chat(handler: Handler, scope: Scope, receive: Receive, send: Send) -> None:
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = True
+            await send(message)
+
+        try:
+            response = await handler(Request(scope, receive))
+            await response(scope, receive, tracked)
+        except Exception as exc:
+            # The handler answers its own errors; this is the last net, as the error
+            # middleware is for the other routes: log it, and answer if nothing was sent.
+            log.exception("Unhandled error answering a chat request")
+            if not started:
+                reply = await unhandled(Request(scope, receive), exc)
+                await reply(scope, receive, send)
+
+
 def create_app(
     config: ProxyConfig | None = None, *, embedder: Any = None, state: ProxyState | None = None
-) -> FastAPI:
+) -> ProxyApp:
     """A proxy app; its models load in the background once it starts (see `/readyz`).
 
     `embedder` lets a process that already holds MiniLM (tests, an app embedding the proxy)
@@ -122,7 +170,7 @@ def create_app(
                 await state.client.aclose()
             await asyncio.to_thread(state.close)
 
-    app = FastAPI(
+    app = ProxyApp(
         title="pluralism proxy",
         version=_version(),
         description="An OpenAI-compatible chat API whose answers reflect many communities.",
@@ -168,12 +216,11 @@ def create_app(
     async def metrics() -> Response:
         return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
-    # The chat route is served by a plain Starlette route, ahead of the documented FastAPI
-    # one: FastAPI's per-request dependency machinery costs more than the handler itself,
-    # and this handler takes only the raw request. The FastAPI route stays for /openapi.json.
-    app.router.routes.append(Route("/v1/chat/completions", chat_completions, methods=["POST"]))
+    # POSTs to the chat route are answered by `ProxyApp.__call__` before FastAPI sees them; the
+    # FastAPI route documents it in /openapi.json (and answers if `chat` is unset).
+    app.chat = chat_completions
     app.add_api_route(
-        "/v1/chat/completions",
+        CHAT_PATH,
         chat_completions,
         methods=["POST"],
         summary="Create a chat completion (OpenAI schema, plus a `pluralism` object)",
@@ -281,6 +328,44 @@ async def _load(state: ProxyState, embedder: Any) -> None:
         gc.collect()
         gc.freeze()
         log.info("pluralism proxy ready (meta model: %s)", state.upstream_label)
+
+
+_WORKER_CONFIG = "PLURALISM_WORKER_CONFIG"
+_METRICS_DIR = "PROMETHEUS_MULTIPROC_DIR"
+
+
+@contextmanager
+def worker_env(config: ProxyConfig) -> Iterator[None]:
+    """The environment `worker_app` reads in each worker: the config with its secrets (worker
+    processes inherit it; nothing is written to disk), and a fresh directory for
+    prometheus_client's multi-process metrics unless the operator set one."""
+    data = config.model_dump(mode="json")
+    if config.upstream_api_key is not None:
+        data["upstream_api_key"] = config.upstream_api_key.get_secret_value()
+    data["api_keys"] = [k.get_secret_value() for k in config.api_keys]
+    saved = {k: os.environ.get(k) for k in (_WORKER_CONFIG, _METRICS_DIR)}
+    own_dir = None if os.environ.get(_METRICS_DIR) else tempfile.mkdtemp(prefix="pluralism-")
+    os.environ[_WORKER_CONFIG] = json.dumps(data)
+    if own_dir is not None:
+        os.environ[_METRICS_DIR] = own_dir
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        if own_dir is not None:
+            shutil.rmtree(own_dir, ignore_errors=True)
+
+
+def worker_app() -> ProxyApp:
+    """The app of one worker of `pluralism serve --workers N` (uvicorn calls it by name)."""
+    raw = os.environ.get(_WORKER_CONFIG)
+    if raw is None:
+        raise RuntimeError(f"{_WORKER_CONFIG} is not set; start workers with `pluralism serve`")
+    return create_app(ProxyConfig.model_validate_json(raw))
 
 
 def _version() -> str:

@@ -15,10 +15,10 @@ from typing import Any
 from pydantic import ValidationError
 from starlette.requests import Request
 
+from pluralism._json import loads
 from pluralism.rules import format_rules
 from pluralism.server._config import MODES
 from pluralism.server._errors import ProxyError, invalid_body
-from pluralism.server._json import loads
 from pluralism.server._schemas import ChatCompletionRequest, ChatMessage
 from pluralism.server._state import ProxyState
 from pluralism.types import GenerationParams, Message, PluralResponse
@@ -40,6 +40,9 @@ class Plan:
     turns: list[Message]
     params: GenerationParams | None
     extras: dict[str, Any] = field(default_factory=dict)
+    # The request body as the client sent it: rules mode forwards it to an upstream whole, so
+    # fields the proxy does not model (tools, response_format, n, logprobs...) still arrive.
+    body: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -49,6 +52,8 @@ class Final:
     text: str
     info: dict[str, Any]
     streamed: bool
+    # A forwarded upstream reply, sent back as it came (plus the proxy's fields).
+    completion: dict[str, Any] | None = None
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -72,7 +77,8 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def parse(body: bytes) -> ChatCompletionRequest:
+def parse(body: bytes) -> tuple[ChatCompletionRequest, dict[str, Any]]:
+    """The validated request and the JSON object it came from."""
     if not body.strip():
         raise ProxyError(
             400,
@@ -102,7 +108,7 @@ def parse(body: bytes) -> ChatCompletionRequest:
             code="invalid_json",
         )
     try:
-        return ChatCompletionRequest.model_validate(data)
+        return ChatCompletionRequest.model_validate(data), data
     except ValidationError as exc:
         raise invalid_body(exc) from None
 
@@ -166,7 +172,7 @@ def _text(message: ChatMessage, index: int) -> str:
     return "".join(pieces)
 
 
-def plan(state: ProxyState, req: ChatCompletionRequest) -> Plan:
+def plan(state: ProxyState, req: ChatCompletionRequest, body: dict[str, Any] | None = None) -> Plan:
     extra = req.pluralism
     mode = resolve_mode(state, req.model, extra.mode if extra else None)
     system_parts: list[str] = []
@@ -208,6 +214,7 @@ def plan(state: ProxyState, req: ChatCompletionRequest) -> Plan:
         turns=turns,
         params=_params(state, req),
         extras=extras,
+        body=body if body is not None else req.model_dump(exclude_none=True),
     )
 
 
@@ -264,8 +271,8 @@ def _kwargs(p: Plan) -> dict[str, Any]:
     }
 
 
-async def _recall(state: ProxyState, p: Plan) -> tuple[list[Message], dict[str, Any]]:
-    """Rules mode: the conversation with the recalled rules as its first system message."""
+async def _recall(state: ProxyState, p: Plan) -> tuple[str, dict[str, Any]]:
+    """Rules mode: the recalled rules as a system-prompt block, and the `pluralism` info."""
     t0 = time.perf_counter()
     rules = state.rules
     k = state.config.settings.rules_k
@@ -273,10 +280,6 @@ async def _recall(state: ProxyState, p: Plan) -> tuple[list[Message], dict[str, 
     # An empty memory answers without the thread hop that `arecall` costs.
     if rules is not None and k > 0 and len(rules.store.snapshot()) > 0:
         hits = await rules.arecall(p.prompt, k=k)
-    block = format_rules(hits)
-    system = "\n\n".join(s for s in (block, p.system or "") if s)
-    messages: list[Message] = [{"role": "system", "content": system}] if system else []
-    messages.extend(p.turns)
     info = {
         "mode": "rules",
         "perspectives": [],
@@ -288,15 +291,48 @@ async def _recall(state: ProxyState, p: Plan) -> tuple[list[Message], dict[str, 
         "timings": {"recall": round((time.perf_counter() - t0) * 1000, 3)},
         "notes": [],
     }
-    return messages, info
+    return format_rules(hits), info
+
+
+def _conversation(p: Plan, block: str) -> list[Message]:
+    """The conversation a local meta model answers: rules, then the client's system prompt."""
+    system = "\n\n".join(s for s in (block, p.system or "") if s)
+    messages: list[Message] = [{"role": "system", "content": system}] if system else []
+    messages.extend(p.turns)
+    return messages
+
+
+def _with_rules(messages: list[Any], block: str) -> list[Any]:
+    """The client's own messages with the rules block in front of its system prompt (merged
+    into a leading text system message, else a new first message); unchanged without rules."""
+    if not block:
+        return messages
+    first = messages[0] if messages else None
+    if (
+        isinstance(first, dict)
+        and first.get("role") in _SYSTEM_ROLES
+        and isinstance(first.get("content"), str)
+    ):
+        return [{**first, "content": f"{block}\n\n{first['content']}"}, *messages[1:]]
+    return [{"role": "system", "content": block}, *messages]
 
 
 async def answer(state: ProxyState, p: Plan) -> Final:
     if p.mode == "rules":
-        assert state.meta is not None
-        messages, info = await _recall(state, p)
+        meta = state.meta
+        assert meta is not None
+        block, info = await _recall(state, p)
         t0 = time.perf_counter()
-        (text,) = await state.meta.agenerate([messages], p.params or state.config.settings.meta)
+        if meta.forwards:
+            # An upstream gets the client's request whole and its reply comes back whole
+            # (usage, finish_reason, tool calls): a policy layer, not a re-encoding.
+            body = {k: v for k, v in p.body.items() if k != "pluralism"}
+            body["messages"] = _with_rules(body["messages"], block)
+            completion = await meta.achat(body)
+            info["timings"]["answer"] = round((time.perf_counter() - t0) * 1000, 3)
+            return Final("", info, streamed=False, completion=completion)
+        params = p.params or state.config.settings.meta
+        (text,) = await meta.agenerate([_conversation(p, block)], params)
         info["timings"]["answer"] = round((time.perf_counter() - t0) * 1000, 3)
         return Final(text.strip(), info, streamed=False)
     response = await state.pluralism.arespond(p.prompt, **_kwargs(p))
@@ -307,10 +343,11 @@ async def stream(state: ProxyState, p: Plan) -> AsyncGenerator[str | Final, None
     """Text pieces as the meta-agent produces them, then one `Final`."""
     if p.mode == "rules":
         assert state.meta is not None
-        messages, info = await _recall(state, p)
+        block, info = await _recall(state, p)
         t0 = time.perf_counter()
         pieces: list[str] = []
-        async for piece in state.meta.astream(messages, p.params or state.config.settings.meta):
+        params = p.params or state.config.settings.meta
+        async for piece in state.meta.astream(_conversation(p, block), params):
             pieces.append(piece)
             yield piece
         info["timings"]["answer"] = round((time.perf_counter() - t0) * 1000, 3)

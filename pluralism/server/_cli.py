@@ -7,7 +7,7 @@ FastAPI, uvicorn and the models load inside `serve`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -46,6 +46,10 @@ def serve(
         ),
     ] = None,
     log_level: Annotated[str | None, typer.Option(help="Log level [info].")] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(help="Worker processes, each loading its own models [1]; one per core."),
+    ] = None,
 ) -> None:
     """Serve the OpenAI-compatible proxy in front of an existing chatbot."""
     from pluralism.server._config import load_config
@@ -62,6 +66,7 @@ def serve(
             "port": port,
             "default_mode": default_mode,
             "log_level": log_level,
+            "workers": workers,
         },
     )
     _precheck(cfg)
@@ -69,22 +74,30 @@ def serve(
 
     import uvicorn
 
-    from pluralism.server._app import create_app
+    from pluralism.server._app import create_app, worker_env
 
     logging.basicConfig(level=cfg.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     # bm25s sets its own logger to DEBUG; the operator's level should decide.
     logging.getLogger("bm25s").setLevel(max(logging.getLogger().level, logging.INFO))
-    uvicorn.run(
-        create_app(cfg),
-        host=cfg.host,
-        port=cfg.port,
-        log_level=cfg.log_level,
-        access_log=cfg.access_log,
+    options: dict[str, Any] = {
+        "host": cfg.host,
+        "port": cfg.port,
+        "log_level": cfg.log_level,
+        "access_log": cfg.access_log,
         # uvloop and httptools when installed: they halve the proxy's own overhead.
-        loop="auto",
-        http="auto",
-        timeout_graceful_shutdown=10,
-    )
+        "loop": "auto",
+        "http": "auto",
+        "timeout_graceful_shutdown": 10,
+    }
+    if cfg.workers == 1:
+        uvicorn.run(create_app(cfg), **options)
+        return
+    # Worker processes import the app by name and read the resolved config from their
+    # environment; metrics go through files that /metrics of any worker adds up.
+    with worker_env(cfg):
+        uvicorn.run(
+            "pluralism.server._app:worker_app", factory=True, workers=cfg.workers, **options
+        )
 
 
 def _precheck(cfg: object) -> None:

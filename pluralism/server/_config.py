@@ -47,6 +47,9 @@ class ProxyConfig(BaseModel):
     max_body_bytes: int = Field(1_000_000, ge=1024)
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     access_log: bool = False
+    # Processes answering requests, each with its own models: one Python process tops out at
+    # about one core of proxy work, so a CPU-bound pass-through wants one per core.
+    workers: int = Field(1, ge=1, le=64)
     settings: Settings = Field(default_factory=Settings)
 
     @field_validator("upstream")

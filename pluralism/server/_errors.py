@@ -14,8 +14,8 @@ from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 
+from pluralism._json import dumps
 from pluralism.errors import PluralismError
-from pluralism.server._json import dumps
 
 log = logging.getLogger("pluralism.server")
 

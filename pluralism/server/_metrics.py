@@ -1,11 +1,17 @@
-"""Prometheus metrics, on a registry per app so two proxies in one process never mix counts."""
+"""Prometheus metrics, on a registry per app so two proxies in one process never mix counts.
+
+With several worker processes (`PROMETHEUS_MULTIPROC_DIR` set, as `pluralism serve --workers`
+does), values live in files per process and `/metrics` of any worker reports their sum.
+"""
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
 # Sub-millisecond buckets at the low end: the proxy's own overhead lives there.
 _FAST = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -58,7 +64,10 @@ class Metrics:
             registry=r,
         )
         self.in_flight = Gauge(
-            "pluralism_requests_in_flight", "Requests being answered.", registry=r
+            "pluralism_requests_in_flight",
+            "Requests being answered.",
+            registry=r,
+            multiprocess_mode="livesum",
         )
         self._counts: dict[tuple[str, str], Any] = {}
         self._latency: dict[tuple[str, bool], tuple[Any, Any]] = {}
@@ -96,4 +105,8 @@ class Metrics:
                 child.observe(ms / 1000)
 
     def render(self) -> bytes:
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            merged = CollectorRegistry()
+            MultiProcessCollector(merged)  # type: ignore[no-untyped-call]
+            return generate_latest(merged)
         return generate_latest(self.registry)

@@ -15,9 +15,9 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from pluralism._json import dumps
 from pluralism.server import _chat
 from pluralism.server._errors import ProxyError, error_body, error_response, from_exception
-from pluralism.server._json import dumps
 from pluralism.server._state import ProxyState
 from pluralism.server._timing import CLOCK, ModelClock
 
@@ -57,9 +57,8 @@ async def chat_completion(state: ProxyState, request: Request) -> Response:
         authorize(state, request)
         if not state.ready:
             raise _not_ready(state)
-        p = _chat.plan(
-            state, _chat.parse(await _chat.read_body(request, state.config.max_body_bytes))
-        )
+        req, raw = _chat.parse(await _chat.read_body(request, state.config.max_body_bytes))
+        p = _chat.plan(state, req, raw)
         mode = p.mode
         if p.stream:
             response = await _start_stream(state, p, t0, clock)
@@ -110,6 +109,9 @@ def _finish(
 
 
 def _completion(p: _chat.Plan, final: _chat.Final) -> dict[str, Any]:
+    if final.completion is not None:
+        # The client asked for a pluralism model name; the rest is the upstream's reply.
+        return {**final.completion, "model": p.model, "pluralism": final.info}
     return {
         "id": _completion_id(),
         "object": "chat.completion",

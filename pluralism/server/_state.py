@@ -19,10 +19,10 @@ import httpx
 from pydantic import SecretStr
 
 from pluralism.errors import ConfigError
+from pluralism.models._http import LeanTransport, lean_client
 from pluralism.server._config import ProxyConfig
 from pluralism.server._metrics import Metrics
 from pluralism.server._timing import TimedModel
-from pluralism.server._transport import lean_client
 
 log = logging.getLogger("pluralism.server")
 
@@ -111,7 +111,8 @@ class ProxyState:
                     "serves (--upstream-model)"
                 )
             key = cfg.upstream_api_key.get_secret_value() if cfg.upstream_api_key else None
-            self.client = lean_client()
+            transport = LeanTransport()
+            self.client = lean_client(transport)
             upstream = OpenAIChatModel(
                 cfg.upstream,
                 cfg.upstream_model,
@@ -119,6 +120,7 @@ class ProxyState:
                 timeout_s=cfg.upstream_timeout_s,
                 max_retries=cfg.upstream_max_retries,
                 client=self.client,
+                lean=transport,
             )
             self.upstream_label = upstream._upstream
             meta = TimedModel(upstream, on_call=self.metrics.upstream.observe)

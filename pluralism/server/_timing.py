@@ -80,6 +80,16 @@ class TimedModel:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
+    @property
+    def forwards(self) -> bool:
+        """Whether whole chat requests can be forwarded (`achat`): an upstream server can."""
+        return callable(getattr(self.inner, "achat", None))
+
+    async def achat(self, body: dict[str, Any]) -> dict[str, Any]:
+        with _Timed(self._on_call):
+            reply: dict[str, Any] = await self.inner.achat(body)  # type: ignore[attr-defined]
+            return reply
+
     def generate(
         self, batch: Sequence[Conversation], params: GenerationParams | None = None, **kw: Any
     ) -> list[str]:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from pluralism.rules import RuleMemory
+from pluralism.rules._watch import AuditLog
 from tests.rules.conftest import HashEmbedder
 
 A = 'rules:\n  - id: hands\n    text: Wash your hands.\n    examples: ["wash hands?"]\n'
@@ -53,10 +54,11 @@ def test_changed_and_removed_rules_are_audited(live: tuple[RuleMemory, Path]) ->
     mem, d = live
     (d / "a.yaml").write_text(A.replace("Wash your hands.", "Wash your hands well."))
     assert wait_for(lambda: mem.rules[0].text == "Wash your hands well.")
-    assert mem.audit.read()[-1]["changed"] == ["hands"]  # type: ignore[union-attr]
+    # The swap comes first and its audit line right after, from the watcher's thread.
+    assert wait_for(lambda: mem.audit.read()[-1].get("changed") == ["hands"])  # type: ignore[union-attr]
     (d / "a.yaml").unlink()
     assert wait_for(lambda: ids(mem) == [])
-    assert mem.audit.read()[-1]["removed"] == ["hands"]  # type: ignore[union-attr]
+    assert wait_for(lambda: mem.audit.read()[-1].get("removed") == ["hands"])  # type: ignore[union-attr]
 
 
 def test_broken_edit_is_refused_and_old_rules_keep_serving(
@@ -94,3 +96,16 @@ def test_close_stops_watching(tmp_path: Path, cache_dir: Path) -> None:
     (d / "b.yaml").write_text(B)
     time.sleep(1.0)
     assert ids(mem) == ["hands"]
+
+
+def test_processes_sharing_an_audit_log_record_one_change_once(tmp_path: Path) -> None:
+    # Two workers of one server watch the same directory and both see each edit.
+    path = tmp_path / "audit.jsonl"
+    first, second = AuditLog(path), AuditLog(path)
+    change = {"status": "applied", "version": "v2", "files": ["tips.yaml"], "added": ["tip"]}
+    first.append(change)
+    second.append(dict(change))
+    assert len(first.read()) == 1
+    second.append({**change, "version": "v3"})
+    first.append(change)  # back to v2: a new change, not a repeat of the line before
+    assert [e["version"] for e in first.read()] == ["v2", "v3", "v2"]

@@ -145,6 +145,33 @@ def test_system_prompt_history_and_sampling_reach_the_upstream(
     assert sent["model"] == "chatbot"
 
 
+def test_rules_mode_forwards_the_request_and_reply_whole(
+    client: openai.OpenAI, upstream: Upstream
+) -> None:
+    # Fields the proxy does not model (tools, user) reach the chatbot, and its reply comes
+    # back with usage and fingerprint, as a policy layer should leave them.
+    tools: Any = [
+        {
+            "type": "function",
+            "function": {"name": "weather", "parameters": {"type": "object", "properties": {}}},
+        }
+    ]
+    completion = client.chat.completions.create(
+        model="pluralism/rules",
+        messages=[{"role": "user", "content": "Is it rude not to tip in Japan?"}],
+        tools=tools,
+        user="u-42",
+    )
+    sent = upstream.requests[-1]["body"]
+    assert sent["tools"] == tools and sent["user"] == "u-42"
+    assert "pluralism" not in sent
+    assert completion.usage is not None and completion.usage.prompt_tokens == 11
+    assert completion.system_fingerprint == "fp-upstream"
+    assert completion.model == "pluralism/rules"
+    assert completion.choices[0].finish_reason == "stop"
+    assert info(completion)["rules"] == ["tipping-local-custom"]
+
+
 def test_overton_meta_prompt_carries_system_and_history(
     client: openai.OpenAI, upstream: Upstream
 ) -> None:

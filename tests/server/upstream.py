@@ -83,6 +83,8 @@ def completion(text: str, model: str = "upstream") -> dict[str, Any]:
         "choices": [
             {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
         ],
+        "usage": {"prompt_tokens": 11, "completion_tokens": len(text.split()), "total_tokens": 0},
+        "system_fingerprint": "fp-upstream",
     }
 
 

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from pluralism.server._transport import lean_client
+from pluralism.models._http import lean_client
 
 
 async def serve(reply: bytes, *, close_after: bool) -> tuple[asyncio.Server, int, list[int]]:

@@ -1,0 +1,107 @@
+"""`pluralism serve --workers 2`: a real multi-process server, as an operator starts it."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+import yaml
+
+from .conftest import RULES
+from .upstream import Upstream, free_port
+
+pytestmark = pytest.mark.integration
+
+TIP_V2 = RULES.replace("tipping-local-custom", "tipping-v2")
+
+
+@pytest.fixture()
+def served(
+    tmp_path: Path, upstream_server: Upstream, communities_dir: Path
+) -> Iterator[tuple[str, Path]]:
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "tipping.yaml").write_text(RULES, encoding="utf-8")
+    port = free_port()
+    config = {
+        "port": port,
+        "upstream": upstream_server.base_url,
+        "upstream_model": "chatbot",
+        "communities": str(communities_dir),
+        "policies": str(policies),
+        "workers": 2,
+        "log_level": "warning",
+    }
+    (tmp_path / "pluralism.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pluralism", "serve", "--config", str(tmp_path / "pluralism.yaml")],
+        env=env,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 240
+        ready = 0
+        # Each worker loads its own models; /readyz is answered by whichever accepts, so
+        # wait for several ready answers in a row.
+        while ready < 6:
+            assert proc.poll() is None, "pluralism serve exited"
+            assert time.monotonic() < deadline, "the workers never became ready"
+            try:
+                ok = httpx.get(f"{url}/readyz", timeout=5).status_code == 200
+            except httpx.HTTPError:
+                ok = False
+            ready = ready + 1 if ok else 0
+            time.sleep(0.2)
+        yield url, policies
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _rules(client: openai.OpenAI) -> list[str]:
+    reply = client.chat.completions.create(
+        model="pluralism/rules",
+        messages=[{"role": "user", "content": "Should I tip at restaurants?"}],
+    )
+    found: list[str] = reply.model_extra["pluralism"]["rules"]  # type: ignore[index]
+    return found
+
+
+def test_two_workers_answer_count_together_and_reload_together(
+    served: tuple[str, Path],
+) -> None:
+    url, policies = served
+    with openai.OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0) as client:
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(lambda _: _rules(client), range(40)))
+        assert answers == [["tipping-local-custom"]] * 40
+        metrics = httpx.get(f"{url}/metrics").text
+        counted = re.search(r'pluralism_requests_total\{mode="rules",status="200"\} (\S+)', metrics)
+        assert counted is not None and float(counted.group(1)) == 40.0
+
+        (policies / "tipping.yaml").write_text(TIP_V2, encoding="utf-8")
+        deadline = time.monotonic() + 20
+        # Every worker swaps: once the new rule is seen, 20 answers in a row show it.
+        while True:
+            with ThreadPoolExecutor(8) as pool:
+                seen = list(pool.map(lambda _: _rules(client), range(20)))
+            if all(s == ["tipping-v2"] for s in seen):
+                break
+            assert time.monotonic() < deadline, f"a worker kept the old rules: {seen}"
+            time.sleep(0.2)
+    audit = (policies / ".audit.jsonl").read_text(encoding="utf-8").splitlines()
+    assert sum('"tipping-v2"' in line for line in audit) == 1, audit
