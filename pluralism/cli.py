@@ -71,6 +71,12 @@ def ask(
     principles: Annotated[
         bool, typer.Option(help="Generate situated principles (SPRI) from the rules.")
     ] = False,
+    tag: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--tag", "-t", help="What the prompt is about, for tag-scoped rules (repeat)."
+        ),
+    ] = None,
     max_tokens: Annotated[int, typer.Option(help="Tokens for the final answer.")] = 160,
     draft_tokens: Annotated[int, typer.Option(help="Tokens for each community draft.")] = 64,
     seed: Annotated[int | None, typer.Option(help="Sampling seed.")] = None,
@@ -94,7 +100,9 @@ def ask(
             meta=GenerationParams(max_tokens=max_tokens, seed=seed),
         )
     with err.status(f"Answering ({mode})…"):
-        response = p.respond(prompt, mode=mode, steer=steer, population=population, options=option)
+        response = p.respond(
+            prompt, mode=mode, steer=steer, population=population, options=option, tags=tag
+        )
     if as_json:
         sys.stdout.write(response.model_dump_json(indent=2) + "\n")
         return

@@ -148,11 +148,16 @@ class Pluralism:
         population: str | None = None,
         options: Sequence[str] | None = None,
         principles: bool | None = None,
+        tags: Sequence[str] | None = None,
         system: str | None = None,
         history: Sequence[dict[str, Any]] | None = None,
         params: GenerationParams | None = None,
     ) -> PluralRequest:
-        """Validate the arguments of one request; every bad input is an `InputError`."""
+        """Validate the arguments of one request; every bad input is an `InputError`.
+
+        `tags` say what the request is about: rules whose scope names tags apply only to
+        requests sharing one of them.
+        """
         if not isinstance(prompt, str) or not prompt.strip():
             raise InputError("The prompt is empty; pass the question to answer.")
         if len(prompt) > MAX_PROMPT_CHARS:
@@ -177,6 +182,9 @@ class Pluralism:
                 "Steerable mode needs a steer target: a community id such as 'europe' or a "
                 "description such as 'a devout Catholic farmer in Poland'."
             )
+        if isinstance(tags, str):
+            raise InputError("Pass tags as a list of names, e.g. tags=['medical'].")
+        clean_tags = sorted({str(t).strip() for t in tags or [] if str(t).strip()})
         return PluralRequest(
             prompt=prompt.strip(),
             mode=resolved,
@@ -184,6 +192,7 @@ class Pluralism:
             population=population,
             options=opts,
             principles=principles,
+            tags=clean_tags,
             system=system,
             history=list(history or []),
             params=params,

@@ -139,6 +139,7 @@ def build_graph(rt: Runtime) -> Any:
         scope = RuleScope(
             communities=sorted(state["active"]),
             populations=[req.population] if req.population else [],
+            tags=req.tags,
         )
         hits = await recall_rules(rt.rules, req.prompt, rt.settings.rules_k, scope)
         return {

@@ -191,6 +191,8 @@ class PluralRequest(BaseModel):
     population: str | None = None
     options: list[str] | None = None
     principles: bool | None = None
+    # What the request is about, for rules scoped by `tags` (e.g. medical, finance).
+    tags: list[str] = Field(default_factory=list)
     system: str | None = None
     history: list[dict[str, Any]] = Field(default_factory=list)
     params: GenerationParams | None = None

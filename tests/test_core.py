@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
@@ -207,3 +208,31 @@ def test_bad_input_raises_a_typed_error_with_advice(
 def test_settings_reject_unknown_fields() -> None:
     with pytest.raises(ValueError, match="temprature"):
         Settings(temprature=1)  # type: ignore[call-arg]
+
+
+def test_tag_scoped_rules_apply_only_to_requests_with_the_tag(
+    default_pool: list[Community],
+    embedder: CachedEmbedder,
+    scripted_pool: ModelPool,
+    tmp_path: Path,
+) -> None:
+    from pluralism.rules import RuleMemory
+
+    (tmp_path / "care.yaml").write_text(
+        "rules:\n"
+        "  - id: dosage-clinic\n"
+        "    text: Give no medication doses; refer to the clinic's pharmacist.\n"
+        "    scope: {tags: [medical]}\n"
+        "  - id: dosage-general\n"
+        "    text: Do not give specific medication doses; suggest a licensed professional.\n",
+        encoding="utf-8",
+    )
+    rules = RuleMemory.from_path(tmp_path, embedder=embedder)
+    plural = Pluralism(default_pool, embedder=embedder, models=scripted_pool, rules=rules)
+    prompt = "How much ibuprofen can I take for a headache?"
+    plain = plural.respond(prompt, mode="overton")
+    tagged = plural.respond(prompt, mode="overton", tags=["medical", " "])
+    assert "dosage-general" in plain.trace.rules and "dosage-clinic" not in plain.trace.rules
+    assert "dosage-clinic" in tagged.trace.rules
+    with pytest.raises(InputError, match="list of names"):
+        plural.request(prompt, tags="medical")

@@ -44,6 +44,9 @@ class ProxyConfig(BaseModel):
     redis_url: str | None = None
     api_keys: list[SecretStr] = Field(default_factory=list)
     default_mode: ProxyMode = "overton"
+    # Tags every request carries (what this deployment is about, e.g. [medical]), added to
+    # the request's own `pluralism.tags`.
+    tags: list[str] = Field(default_factory=list)
     max_body_bytes: int = Field(1_000_000, ge=1024)
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     access_log: bool = False

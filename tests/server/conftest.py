@@ -30,6 +30,10 @@ rules:
   - id: tipping-local-custom
     text: When asked about tipping, explain that customs differ by country.
     examples: [should I tip at restaurants]
+  - id: tipping-business-travel
+    text: For business travel, say whether tips can be claimed as expenses.
+    scope: {tags: [business]}
+    examples: [should I tip at restaurants]
 """
 
 

@@ -172,6 +172,22 @@ def test_rules_mode_forwards_the_request_and_reply_whole(
     assert info(completion)["rules"] == ["tipping-local-custom"]
 
 
+@pytest.mark.parametrize("model", ["pluralism/rules", "pluralism/overton"])
+def test_tags_from_the_body_reach_tag_scoped_rules(client: openai.OpenAI, model: str) -> None:
+    def rules(extra: dict[str, Any]) -> list[str]:
+        completion = client.chat.completions.create(
+            model=model, messages=[{"role": "user", "content": QUESTION}], extra_body=extra
+        )
+        found: list[str] = info(completion)["rules"]
+        return found
+
+    assert rules({}) == ["tipping-local-custom"]
+    assert set(rules({"pluralism": {"tags": ["business"]}})) == {
+        "tipping-local-custom",
+        "tipping-business-travel",
+    }
+
+
 def test_overton_meta_prompt_carries_system_and_history(
     client: openai.OpenAI, upstream: Upstream
 ) -> None:

@@ -26,7 +26,7 @@ def test_healthz_and_readyz(proxy: ProxyServer) -> None:
     body = ready.json()
     assert body["status"] == "ready" and body["reasons"] == []
     assert body["checks"]["models"] is True
-    assert body["checks"]["rules"]["rules"] == 1
+    assert body["checks"]["rules"]["rules"] == 2
     assert body["checks"]["upstream"].startswith("http://127.0.0.1")
 
 
