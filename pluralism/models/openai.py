@@ -282,8 +282,27 @@ class OpenAIChatModel:
     ) -> AsyncIterator[str]:
         """Server-sent events (`stream: true`): one piece per `data:` chunk until `[DONE]`."""
         payload = {**self._payload(conversation, params or GenerationParams()), "stream": True}
-        resp = await self._send(self._loop_client(), payload, stream=True)
         started = False
+        async for chunk in self._events(payload):
+            for choice in chunk.get("choices") or []:
+                delta = choice.get("delta") if isinstance(choice, dict) else None
+                piece = delta.get("content") if isinstance(delta, dict) else None
+                if not isinstance(piece, str):
+                    continue
+                if not started:
+                    piece = piece.lstrip()
+                    started = bool(piece)
+                if piece:
+                    yield piece
+
+    async def achat_stream(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """`achat` with `stream: true`: each chunk as the server sent it, until `[DONE]`."""
+        async for chunk in self._events({**body, "model": self.model_id, "stream": True}):
+            yield chunk
+
+    async def _events(self, payload: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """The JSON chunks of a streamed reply; errors in or of the stream raise."""
+        resp = await self._send(self._loop_client(), payload, stream=True)
         events = 0
         try:
             async for line in resp.aiter_lines():
@@ -293,12 +312,7 @@ class OpenAIChatModel:
                 data = line[5:].strip()
                 if data == "[DONE]":
                     return
-                for piece in self._stream_pieces(data):
-                    if not started:
-                        piece = piece.lstrip()
-                        started = bool(piece)
-                    if piece:
-                        yield piece
+                yield self._chunk(data)
             if not events:  # e.g. an HTML error page served with status 200
                 raise self._error(
                     "answered a stream without any server-sent events; check base_url."
@@ -312,7 +326,7 @@ class OpenAIChatModel:
         finally:
             await resp.aclose()
 
-    def _stream_pieces(self, data: str) -> list[str]:
+    def _chunk(self, data: str) -> dict[str, Any]:
         try:
             chunk = json.loads(data)
         except ValueError as exc:
@@ -320,13 +334,7 @@ class OpenAIChatModel:
         if not isinstance(chunk, dict) or "error" in chunk:
             detail = _error_detail(data.encode())
             raise self._error(f"reported an error while streaming{detail}; try again.")
-        pieces = []
-        for choice in chunk.get("choices") or []:
-            delta = choice.get("delta") if isinstance(choice, dict) else None
-            content = delta.get("content") if isinstance(delta, dict) else None
-            if isinstance(content, str):
-                pieces.append(content)
-        return pieces
+        return chunk
 
     # -- scoring ----------------------------------------------------------------------------
 

@@ -46,6 +46,13 @@ class Plan:
 
 
 @dataclass
+class Chunk:
+    """A streamed chunk from the upstream, forwarded as it came (rules mode)."""
+
+    data: dict[str, Any]
+
+
+@dataclass
 class Final:
     """The end of an answer: its whole text, whether it was streamed, and the `pluralism` info."""
 
@@ -237,6 +244,9 @@ def _params(state: ProxyState, req: ChatCompletionRequest) -> GenerationParams |
         raise invalid_body(exc) from None
 
 
+Item = str | Chunk | Final
+
+
 # -- running --------------------------------------------------------------------------------
 
 
@@ -312,6 +322,12 @@ def _conversation(p: Plan, block: str) -> list[Message]:
     return messages
 
 
+def _forward_body(p: Plan, block: str) -> dict[str, Any]:
+    body = {k: v for k, v in p.body.items() if k != "pluralism"}
+    body["messages"] = _with_rules(body["messages"], block)
+    return body
+
+
 def _with_rules(messages: list[Any], block: str) -> list[Any]:
     """The client's own messages with the rules block in front of its system prompt (merged
     into a leading text system message, else a new first message); unchanged without rules."""
@@ -336,9 +352,7 @@ async def answer(state: ProxyState, p: Plan) -> Final:
         if meta.forwards:
             # An upstream gets the client's request whole and its reply comes back whole
             # (usage, finish_reason, tool calls): a policy layer, not a re-encoding.
-            body = {k: v for k, v in p.body.items() if k != "pluralism"}
-            body["messages"] = _with_rules(body["messages"], block)
-            completion = await meta.achat(body)
+            completion = await meta.achat(_forward_body(p, block))
             info["timings"]["answer"] = round((time.perf_counter() - t0) * 1000, 3)
             return Final("", info, streamed=False, completion=completion)
         params = p.params or state.config.settings.meta
@@ -349,12 +363,22 @@ async def answer(state: ProxyState, p: Plan) -> Final:
     return Final(response.text, describe(response), streamed=False)
 
 
-async def stream(state: ProxyState, p: Plan) -> AsyncGenerator[str | Final, None]:
-    """Text pieces as the meta-agent produces them, then one `Final`."""
+async def stream(state: ProxyState, p: Plan) -> AsyncGenerator[Item, None]:
+    """Text pieces as the meta-agent produces them (or, forwarding in rules mode, the
+    upstream's own chunks), then one `Final`."""
     if p.mode == "rules":
         assert state.meta is not None
         block, info = await _recall(state, p)
         t0 = time.perf_counter()
+        if state.meta.forwards:
+            body = _forward_body(p, block)
+            chunks = 0
+            async for raw in state.meta.achat_stream(body):
+                chunks += 1
+                yield Chunk(raw)
+            info["timings"]["answer"] = round((time.perf_counter() - t0) * 1000, 3)
+            yield Final("", info, streamed=chunks > 0)
+            return
         pieces: list[str] = []
         params = p.params or state.config.settings.meta
         async for piece in state.meta.astream(_conversation(p, block), params):

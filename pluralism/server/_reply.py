@@ -111,7 +111,8 @@ def _finish(
 def _completion(p: _chat.Plan, final: _chat.Final) -> dict[str, Any]:
     if final.completion is not None:
         # The client asked for a pluralism model name; the rest is the upstream's reply.
-        return {**final.completion, "model": p.model, "pluralism": final.info}
+        base = {"object": "chat.completion", "created": int(time.time())}
+        return {**base, **final.completion, "model": p.model, "pluralism": final.info}
     return {
         "id": _completion_id(),
         "object": "chat.completion",
@@ -143,7 +144,7 @@ async def _start_stream(state: ProxyState, p: _chat.Plan, t0: float, clock: Mode
         await items.aclose()
         raise
     first_ms = ms_since(t0)
-    first_token = first_ms if isinstance(first, str) else None
+    first_token = first_ms if not isinstance(first, _chat.Final) else None
     if first_token is not None:
         state.metrics.first_token.labels(p.mode).observe(first_token / 1000)
     overhead = max(first_ms - clock.wall_ms, 0.0)
@@ -166,7 +167,7 @@ class _Stream(StreamingResponse):
         self,
         state: ProxyState,
         p: _chat.Plan,
-        items: AsyncGenerator[str | _chat.Final, None],
+        items: AsyncGenerator[_chat.Item, None],
         body: AsyncGenerator[bytes, None],
         started: list[bool],
         headers: dict[str, str],
@@ -190,8 +191,8 @@ class _Stream(StreamingResponse):
 async def _sse(
     state: ProxyState,
     p: _chat.Plan,
-    first: str | _chat.Final,
-    items: AsyncGenerator[str | _chat.Final, None],
+    first: _chat.Item,
+    items: AsyncGenerator[_chat.Item, None],
     t0: float,
     clock: ModelClock,
     first_token: float | None,
@@ -210,18 +211,46 @@ async def _sse(
 
     started.append(True)
     done = False
+    # Forwarded upstream chunks (rules mode) go out as they came, except that those from the
+    # one with a finish_reason on are held one behind, so the last can carry the `pluralism`
+    # object; the role chunk is then the upstream's own.
+    passthrough = isinstance(first, _chat.Chunk)
+    pending: dict[str, Any] | None = None
+    finished = False
     try:
-        yield chunk({"role": "assistant", "content": ""})
+        if not passthrough:
+            yield chunk({"role": "assistant", "content": ""})
         item = first
-        while isinstance(item, str):
-            yield chunk({"content": item})
+        while not isinstance(item, _chat.Final):
+            if isinstance(item, _chat.Chunk):
+                # Lenient servers omit `object`/`created`; strict clients need them.
+                data = {**head, **item.data, "model": p.model}
+                finished = finished or any(
+                    isinstance(c, dict) and c.get("finish_reason")
+                    for c in data.get("choices") or []
+                )
+                if pending is not None:
+                    yield b"data: " + dumps(pending) + b"\n\n"
+                    pending = None
+                if finished:
+                    pending = data
+                else:
+                    yield b"data: " + dumps(data) + b"\n\n"
+                head["id"] = data.get("id", head["id"])
+            else:
+                yield chunk({"content": item})
             item = await items.__anext__()
         if not item.streamed and item.text:
             yield chunk({"content": item.text})
         if first_token is not None:
             item.info["timings"]["first_token"] = first_token
         _finish(state, item, t0, clock, stream=True)
-        yield chunk({}, "stop", pluralism=item.info)
+        if pending is not None and finished:
+            yield b"data: " + dumps({**pending, "pluralism": item.info}) + b"\n\n"
+        else:
+            if pending is not None:
+                yield b"data: " + dumps(pending) + b"\n\n"
+            yield chunk({}, "stop", pluralism=item.info)
         yield b"data: [DONE]\n\n"
         done = True
     except Exception as exc:

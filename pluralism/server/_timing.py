@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, TypeVar
 
 from pluralism.models._protocol import ChatModel, Conversation
 from pluralism.types import GenerationParams
@@ -64,6 +64,9 @@ class _Timed:
             self.on_call(time.perf_counter() - self.started)
 
 
+T = TypeVar("T")
+
+
 class TimedModel:
     """A `ChatModel` that reports its calls to the request's clock; everything else delegates.
 
@@ -105,8 +108,17 @@ class TimedModel:
     async def astream(
         self, conversation: Conversation, params: GenerationParams | None = None
     ) -> AsyncIterator[str]:
+        async for piece in self._timed_stream(self.inner.astream(conversation, params)):
+            yield piece
+
+    async def achat_stream(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        stream = self.inner.achat_stream(body)  # type: ignore[attr-defined]
+        async for chunk in self._timed_stream(stream):
+            yield chunk
+
+    async def _timed_stream(self, stream: AsyncIterator[T]) -> AsyncIterator[T]:
         # Only the waits for the next piece count: what the consumer does in between is ours.
-        pieces = self.inner.astream(conversation, params).__aiter__()
+        pieces = stream.__aiter__()
         waited = 0.0
         try:
             while True:

@@ -168,8 +168,36 @@ def test_rules_mode_forwards_the_request_and_reply_whole(
     assert completion.usage is not None and completion.usage.prompt_tokens == 11
     assert completion.system_fingerprint == "fp-upstream"
     assert completion.model == "pluralism/rules"
-    assert completion.choices[0].finish_reason == "stop"
+    assert completion.choices[0].finish_reason == "tool_calls"
+    (call,) = completion.choices[0].message.tool_calls or []
+    assert call.function.name == "weather"  # type: ignore[union-attr]
     assert info(completion)["rules"] == ["tipping-local-custom"]
+
+
+def test_rules_mode_streams_the_upstream_chunks_through(
+    client: openai.OpenAI, upstream: Upstream
+) -> None:
+    tools: Any = [{"type": "function", "function": {"name": "weather", "parameters": {}}}]
+    chunks = list(
+        client.chat.completions.create(
+            model="pluralism/rules",
+            messages=[{"role": "user", "content": "Is it rude not to tip in Japan?"}],
+            tools=tools,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    calls = [c.choices[0].delta.tool_calls for c in chunks if c.choices and c.choices[0].delta]
+    names = [t.function.name for group in calls if group for t in group if t.function]
+    assert names == ["weather"]
+    finish = [c.choices[0].finish_reason for c in chunks if c.choices]
+    assert finish[-1] == "tool_calls" and finish.count("tool_calls") == 1
+    # The usage chunk comes last, as OpenAI sends it, and carries the proxy's object.
+    assert chunks[-1].usage is not None and chunks[-1].usage.total_tokens == 5
+    final: Any = chunks[-1].model_extra
+    assert final["pluralism"]["rules"] == ["tipping-local-custom"]
+    assert all(c.model == "pluralism/rules" for c in chunks)
+    assert upstream.requests[-1]["body"]["stream"] is True
 
 
 @pytest.mark.parametrize("model", ["pluralism/rules", "pluralism/overton"])

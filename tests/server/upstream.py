@@ -68,10 +68,17 @@ class Upstream:
             text = await asyncio.to_thread(self.answer, body["messages"], body)
         else:
             text = self.answer(body["messages"], body)
+        tool = _tool_call(body)
         if body.get("stream"):
             pause = 0.2 if fault == "slow-stream" else 0.0
-            return StreamingResponse(_sse(text, pause), media_type="text/event-stream")
-        return JSONResponse(completion(text, body.get("model", "upstream")))
+            usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            return StreamingResponse(_sse(text, pause, tool, usage), media_type="text/event-stream")
+        reply = completion(text, body.get("model", "upstream"))
+        if tool is not None:
+            choice = reply["choices"][0]
+            choice["message"] = {"role": "assistant", "content": None, "tool_calls": [tool]}
+            choice["finish_reason"] = "tool_calls"
+        return JSONResponse(reply)
 
 
 def completion(text: str, model: str = "upstream") -> dict[str, Any]:
@@ -88,13 +95,38 @@ def completion(text: str, model: str = "upstream") -> dict[str, Any]:
     }
 
 
-async def _sse(text: str, pause: float = 0.0) -> AsyncIterator[str]:
-    for i, word in enumerate(text.split(" ")):
-        if pause:
-            await asyncio.sleep(pause)
-        piece = word if i == 0 else f" {word}"
-        yield f"data: {json.dumps({'choices': [{'index': 0, 'delta': {'content': piece}}]})}\n\n"
+async def _sse(
+    text: str, pause: float = 0.0, tool: dict[str, Any] | None = None, usage: bool = False
+) -> AsyncIterator[str]:
+    """Chunks as OpenAI sends them: the role, the pieces (or a tool call), the finish reason,
+    then usage when asked for."""
+
+    def event(delta: dict[str, Any], finish: str | None = None) -> str:
+        choice = {"index": 0, "delta": delta, "finish_reason": finish}
+        return f"data: {json.dumps({'id': 'chatcmpl-up', 'choices': [choice]})}\n\n"
+
+    yield event({"role": "assistant", "content": ""})
+    if tool is not None:
+        yield event({"tool_calls": [{"index": 0, **tool}]})
+    else:
+        for i, word in enumerate(text.split(" ")):
+            if pause:
+                await asyncio.sleep(pause)
+            yield event({"content": word if i == 0 else f" {word}"})
+    yield event({}, "tool_calls" if tool is not None else "stop")
+    if usage:
+        data = {"id": "chatcmpl-up", "choices": [], "usage": {"total_tokens": 5}}
+        yield f"data: {json.dumps(data)}\n\n"
     yield "data: [DONE]\n\n"
+
+
+def _tool_call(body: dict[str, Any]) -> dict[str, Any] | None:
+    """A call of the first tool offered, as a tool-using chatbot would answer."""
+    tools = body.get("tools") or []
+    if not tools:
+        return None
+    name = tools[0]["function"]["name"]
+    return {"id": "call_1", "type": "function", "function": {"name": name, "arguments": "{}"}}
 
 
 def free_port() -> int:
