@@ -40,6 +40,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tests.server.proxy import wait_all_ready  # noqa: E402
+
 PROMPTS = [
     "Should I tip at restaurants in {}?",
     "Is it rude to arrive late to a dinner party in {}?",
@@ -425,19 +427,7 @@ def main() -> None:
             proxy = start_proxy(tmp, f"{up_url}/v1", px_port, tmp / "policies", workers=workers)
             px_url = f"http://127.0.0.1:{px_port}"
             try:
-                ready_in_a_row = 0
-                deadline = time.monotonic() + 300
-                # With several workers, /readyz answers from whichever accepts: wait until
-                # several answers in a row say ready.
-                while ready_in_a_row < 3 * workers:
-                    if time.monotonic() > deadline:
-                        raise RuntimeError("the proxy did not become ready")
-                    try:
-                        ok = httpx.get(f"{px_url}/readyz", timeout=5).status_code == 200
-                    except httpx.HTTPError:
-                        ok = False
-                    ready_in_a_row = ready_in_a_row + 1 if ok else 0
-                    time.sleep(0.2)
+                wait_all_ready(px_url, in_a_row=3 * workers)
                 if args.only in (None, "overhead"):
                     overhead_part(args, up_url, px_url, workers)
                 if args.only in (None, "load") and workers == 1:

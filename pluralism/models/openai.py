@@ -15,7 +15,8 @@ import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 import httpx
 
@@ -27,6 +28,7 @@ from pluralism.models._protocol import Conversation
 from pluralism.types import GenerationParams
 
 T = TypeVar("T")
+R = TypeVar("R")
 _RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 _MAX_SLEEP_S = 60.0
 
@@ -115,17 +117,12 @@ class OpenAIChatModel:
         jittered = base / 2 + random.uniform(0, base / 2)  # spread retries of concurrent requests
         return min(max(jittered, retry_after or 0.0), _MAX_SLEEP_S)
 
-    async def _send(
-        self, client: httpx.AsyncClient, payload: dict[str, Any], *, stream: bool = False
-    ) -> httpx.Response:
-        """POST with retries on 429/5xx and dropped connections; the response is 2xx."""
+    async def _retrying(self, once: Callable[[], Awaitable[_Reply[R]]]) -> R:
+        """Call `once` with retries on 429/5xx and dropped connections; a 2xx reply's result."""
         attempts = self.max_retries + 1
         for attempt in range(attempts):
-            request = client.build_request(
-                "POST", self._url, json=payload, headers=self._headers, timeout=self.timeout_s
-            )
             try:
-                resp = await client.send(request, stream=stream)
+                reply = await once()
             except httpx.TimeoutException as exc:
                 raise self._error(
                     f"did not answer within {self.timeout_s:g} s; raise timeout_s or check the "
@@ -140,54 +137,50 @@ class OpenAIChatModel:
                     f"could not be reached after {attempts} attempt(s) ({type(exc).__name__}); "
                     f"check base_url and that the server is running."
                 ) from exc
-            if resp.status_code < 400:
-                return resp
-            if resp.status_code in _RETRY_STATUS and attempt + 1 < attempts:
-                await resp.aclose()
-                await asyncio.sleep(self._delay(attempt, _retry_after(resp)))
+            if reply.status < 400:
+                return reply.result
+            if reply.status in _RETRY_STATUS and attempt + 1 < attempts:
+                await reply.close()
+                await asyncio.sleep(self._delay(attempt, reply.retry_after))
                 continue
-            detail = _error_detail(await resp.aread())
-            await resp.aclose()
+            detail = _error_detail(await reply.body())
+            await reply.close()
             raise self._error(
-                f"answered HTTP {resp.status_code}{detail} after {attempt + 1} attempt(s); "
+                f"answered HTTP {reply.status}{detail} after {attempt + 1} attempt(s); "
                 f"check the model name, API key and server logs."
             )
         raise AssertionError("unreachable: the loop returns or raises")
 
+    async def _send(
+        self, client: httpx.AsyncClient, payload: dict[str, Any], *, stream: bool = False
+    ) -> httpx.Response:
+        """POST with retries; the response is 2xx."""
+
+        async def once() -> _Reply[httpx.Response]:
+            request = client.build_request(
+                "POST", self._url, json=payload, headers=self._headers, timeout=self.timeout_s
+            )
+            resp = await client.send(request, stream=stream)
+            return _Reply(resp.status_code, _retry_after(resp), resp, resp.aread, resp.aclose)
+
+        return await self._retrying(once)
+
     async def _send_lean(self, lean: LeanTransport, payload: dict[str, Any]) -> bytes:
         """`_send` over the lean transport: the same retries and errors, the 2xx body back."""
         body = dumps(payload)
-        attempts = self.max_retries + 1
-        for attempt in range(attempts):
-            try:
-                status, headers, content = await lean.post(
-                    self._lean_url, self._lean_head, body, self.timeout_s
-                )
-            except httpx.TimeoutException as exc:
-                raise self._error(
-                    f"did not answer within {self.timeout_s:g} s; raise timeout_s or check the "
-                    f"server.",
-                    504,
-                ) from exc
-            except httpx.TransportError as exc:
-                if attempt + 1 < attempts:
-                    await asyncio.sleep(self._delay(attempt, None))
-                    continue
-                raise self._error(
-                    f"could not be reached after {attempts} attempt(s) ({type(exc).__name__}); "
-                    f"check base_url and that the server is running."
-                ) from exc
-            if status < 400:
-                return content
-            if status in _RETRY_STATUS and attempt + 1 < attempts:
-                wait = _parse_retry_after(headers.get(b"retry-after", b"").decode("latin-1"))
-                await asyncio.sleep(self._delay(attempt, wait))
-                continue
-            raise self._error(
-                f"answered HTTP {status}{_error_detail(content)} after {attempt + 1} "
-                f"attempt(s); check the model name, API key and server logs."
+
+        async def once() -> _Reply[bytes]:
+            status, headers, content = await lean.post(
+                self._lean_url, self._lean_head, body, self.timeout_s
             )
-        raise AssertionError("unreachable: the loop returns or raises")
+            wait = _parse_retry_after(headers.get(b"retry-after", b"").decode("latin-1"))
+
+            async def read() -> bytes:
+                return content
+
+            return _Reply(status, wait, content, read, _nothing)
+
+        return await self._retrying(once)
 
     async def _post(self, client: httpx.AsyncClient, payload: dict[str, Any]) -> dict[str, Any]:
         if self._lean is not None and client is self._client:
@@ -407,6 +400,21 @@ def _redact_url(url: str) -> str:
     """The URL without user:password, so it can appear in messages and logs."""
     parsed = httpx.URL(url)
     return str(parsed.copy_with(username=None, password=None)) if parsed.userinfo else url
+
+
+@dataclass
+class _Reply(Generic[R]):
+    """One attempt's answer, as `_retrying` needs it."""
+
+    status: int
+    retry_after: float | None
+    result: R  # what a 2xx attempt returns
+    body: Callable[[], Awaitable[bytes]]  # the body of an error reply, for its message
+    close: Callable[[], Awaitable[None]]
+
+
+async def _nothing() -> None:
+    return None
 
 
 def _retry_after(resp: httpx.Response) -> float | None:

@@ -39,3 +39,22 @@ class ProxyServer:
 
     def stop(self) -> None:
         self._http.stop(timeout_s=10)
+
+
+def wait_all_ready(url: str, *, in_a_row: int, timeout_s: float = 300.0, alive: Any = None) -> None:
+    """Wait until `/readyz` says ready `in_a_row` times running: with several worker
+    processes, whichever accepts answers, and each loads its models on its own.
+    `alive()` returning False (the server process died) stops the wait at once."""
+    deadline = time.monotonic() + timeout_s
+    ready = 0
+    while ready < in_a_row:
+        if alive is not None and not alive():
+            raise RuntimeError(f"the server at {url} exited before it was ready")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the server at {url} did not become ready in {timeout_s:g} s")
+        try:
+            ok = httpx.get(f"{url}/readyz", timeout=5).status_code == 200
+        except httpx.HTTPError:
+            ok = False
+        ready = ready + 1 if ok else 0
+        time.sleep(0.2)

@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from .conftest import RULES
+from .proxy import wait_all_ready
 from .upstream import Upstream, free_port
 
 pytestmark = pytest.mark.integration
@@ -50,19 +51,7 @@ def served(
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 240
-        ready = 0
-        # Each worker loads its own models; /readyz is answered by whichever accepts, so
-        # wait for several ready answers in a row.
-        while ready < 6:
-            assert proc.poll() is None, "pluralism serve exited"
-            assert time.monotonic() < deadline, "the workers never became ready"
-            try:
-                ok = httpx.get(f"{url}/readyz", timeout=5).status_code == 200
-            except httpx.HTTPError:
-                ok = False
-            ready = ready + 1 if ok else 0
-            time.sleep(0.2)
+        wait_all_ready(url, in_a_row=6, timeout_s=240, alive=lambda: proc.poll() is None)
         yield url, policies
     finally:
         proc.terminate()
