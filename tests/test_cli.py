@@ -72,3 +72,22 @@ def test_missing_prompt_is_a_usage_error() -> None:
 def test_bad_requests_exit_non_zero_with_one_sentence(args: list[str], needle: str) -> None:
     proc = run("ask", "Is tipping required?", *args, "--draft-tokens", "4", "--max-tokens", "4")
     assert_clean_failure(proc, needle)
+
+
+@pytest.mark.integration
+def test_ask_with_a_tag_recalls_rules_scoped_to_it(tmp_path: Path) -> None:
+    import json
+
+    (tmp_path / "care.yaml").write_text(
+        "rules:\n"
+        "  - id: clinic-doses\n"
+        "    text: Give no medication doses; refer to the clinic's pharmacist.\n"
+        "    scope: {tags: [medical]}\n",
+        encoding="utf-8",
+    )
+    args = ["How much ibuprofen can I take?", "--mode", "distributional", "-o", "a", "-o", "b"]
+    common = [*args, "--policies", str(tmp_path), "--json"]
+    plain = json.loads(run("ask", *common).stdout)
+    tagged = json.loads(run("ask", *common, "--tag", "medical").stdout)
+    assert plain["trace"]["rules"] == []
+    assert tagged["trace"]["rules"] == ["clinic-doses"]
