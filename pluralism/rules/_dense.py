@@ -118,15 +118,19 @@ class DenseIndex:
         self._offsets = np.searchsorted(assign[order], np.arange(n_lists + 1)).astype(np.int64)
         self._codes = np.empty((self.size, self.dim), dtype=np.int8)
         self._scales = np.empty(self.size, dtype=np.float32)
-        chunk = 65_536
+        # Chunks of a few MB that stay in cache, scaled in place (a 1M-rule build spends
+        # seconds here, on the path to serving from Redis).
+        chunk = 16_384
         for start in range(0, self.size, chunk):
-            rows = vectors[order[start : start + chunk]]
+            rows = np.asarray(vectors[order[start : start + chunk]], dtype=np.float32)
             # Each row is scaled so its largest component maps to 127: a 384-d unit vector's
             # components are ~0.05, so a fixed 1/127 step would waste most of the int8 range.
-            peak = np.abs(rows).max(axis=1, keepdims=True)
+            peak = np.maximum(rows.max(axis=1), -rows.min(axis=1))
             peak[peak == 0] = 1.0
-            self._scales[start : start + chunk] = (peak[:, 0] / 127.0).astype(np.float32)
-            self._codes[start : start + chunk] = np.rint(rows / peak * 127.0).astype(np.int8)
+            self._scales[start : start + chunk] = peak / np.float32(127.0)
+            rows *= (np.float32(127.0) / peak)[:, None]
+            np.rint(rows, out=rows)
+            self._codes[start : start + chunk] = rows
 
     @property
     def quantised(self) -> bool:

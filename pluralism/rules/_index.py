@@ -3,13 +3,16 @@
 A snapshot is built whole and swapped in with one reference assignment, so a reader never sees
 half an edit and no lock is held while searching.
 
-Fusion is a weighted mix of the cosine and the normalised BM25 score, with the lexical weight
-raised for CJK queries. Measured on the bench (bench/bench_rules.py): reciprocal-rank fusion
-with equal weights *lost* to bigram BM25 alone on OPO (recall@10 0.70-0.92 vs 0.976) because an
-English embedder ranks Chinese rules almost at random and RRF gives that noise half the vote; a
-fixed score mix that suits English (Overton: dense wins) drowns the lexical signal on Chinese.
-Weighting by the query's script gives recall@1/@10 of 0.814/0.977 on OPO (bigrams alone
-0.810/0.976) and 0.916/0.712 on Overton (dense alone 0.904/0.698).
+Fusion is a weighted mix of the cosine and the normalised BM25 score, both weights set by the
+query's script. Measured on the bench (bench/bench_rules.py): reciprocal-rank fusion with equal
+weights *lost* to bigram BM25 alone on OPO (recall@10 0.70-0.92 vs 0.976) because an English
+embedder ranks Chinese rules almost at random and RRF gives that noise half the vote; a fixed
+score mix that suits English (Overton: dense wins) drowns the lexical signal on Chinese. So the
+lexical weight rises and the dense weight falls with the query's share of CJK characters: the
+bundled MiniLM recalls OPO's gold rule in its top 10 for 25% of questions, and any dense weight
+for a Chinese question (tried 0.02-0.1 of the lexical one, and max-over-chunk rule vectors)
+only costs recall. Fused recall@1/@10: OPO 0.851/0.991 (lexical alone 0.849/0.991), Overton
+0.916/0.714 (dense alone 0.904/0.698).
 """
 
 from __future__ import annotations
@@ -37,18 +40,30 @@ _CANDIDATES = 256
 
 @dataclass(frozen=True)
 class FusionWeights:
-    """Weights of the fused score; `lexical_cjk` applies to queries written in CJK scripts.
+    """Weights of the fused score; the `_cjk` ones apply to queries written in CJK scripts.
 
-    With a multilingual embedder the dense side works on Chinese too: lower `lexical_cjk`.
+    A query mixing scripts gets weights in between, by its share of CJK characters. The default
+    embedder reads English only, so `dense_cjk` is 0; with a multilingual embedder raise it to
+    `dense` and lower `lexical_cjk`.
     """
 
     dense: float = 1.0
     lexical: float = 0.2
     lexical_cjk: float = 10.0
+    dense_cjk: float = 0.0
 
     def lexical_for(self, query: str) -> float:
         share = cjk_share(query)
         return self.lexical + share * (self.lexical_cjk - self.lexical)
+
+    def for_query(self, query: str) -> tuple[float, float]:
+        """(dense, lexical) weights for this query; never both zero."""
+        share = cjk_share(query)
+        dense = self.dense + share * (self.dense_cjk - self.dense)
+        lexical = self.lexical + share * (self.lexical_cjk - self.lexical)
+        if dense + lexical <= 0:
+            return 1.0, 0.0
+        return dense, lexical
 
 
 def json_digest(raw: bytes) -> int:
@@ -189,8 +204,8 @@ class RuleIndex:
             ids = np.union1d(dense_ids, lex_ids).astype(np.int64)
             dense = np.zeros(len(self.rules), dtype=np.float32)
             dense[ids] = self.dense.scores_for(vector, ids)
-        wl = weights.lexical_for(query)
-        fused = (weights.dense * dense + wl * lex) / (weights.dense + wl)
+        wd, wl = weights.for_query(query)
+        fused = (wd * dense + wl * lex) / (wd + wl)
 
         always = self._allowed(np.asarray(self._always, dtype=np.int64), scope)
         ranked = ids[np.argsort(-fused[ids], kind="stable")]

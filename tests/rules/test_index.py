@@ -140,3 +140,24 @@ def test_large_memories_build_the_lexical_index_in_the_background(
         )
     ]
     assert hit.rule.id == "hands" and (hit.lexical or 0) > 0
+
+
+def test_fusion_weights_follow_the_query_script() -> None:
+    w = FusionWeights()
+    assert w.for_query("how much ibuprofen can my kid take?") == (1.0, 0.2)
+    # The default embedder reads no Chinese: its cosine gets no vote on a Chinese prompt.
+    assert w.for_query("儿童可以服用多少布洛芬？") == (0.0, 10.0)
+    dense, lexical = w.for_query("ERM公司的员工应该如何报告")
+    assert 0 < dense < 1 and 0.2 < lexical < 10
+    assert FusionWeights(dense=0, lexical=0, lexical_cjk=0).for_query("你好") == (1.0, 0.0)
+
+
+def test_a_chinese_prompt_is_ranked_by_characters_alone() -> None:
+    idx = index_of(
+        Rule(id="land", text="土地使用者转让土地使用权必须付清地价款"),
+        Rule(id="report", text="员工必须向法务部报告"),
+    )
+    q = "转让土地使用权需要什么条件？"
+    hits = idx.search(q, EMB.encode([q])[0], k=2, scope=None, threshold=-1, weights=FusionWeights())
+    assert max(hits, key=lambda h: h.score).rule.id == "land"
+    assert all(h.score == h.lexical for h in hits)

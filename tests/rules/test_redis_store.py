@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from pluralism.errors import RuleStoreError
-from pluralism.rules import InMemoryRuleStore, RedisRuleStore, RuleMemory
+from pluralism.rules import InMemoryRuleStore, RedisRuleStore, RuleMemory, _redis_store
 from tests.rules.conformance import DIM, StoreConformance, rule, vec
 from tests.rules.conftest import HashEmbedder, RedisServer
 
@@ -66,6 +67,49 @@ def test_a_new_replica_loads_existing_rules(redis_url: str) -> None:
     finally:
         a.close()
         b.close()
+
+
+def test_a_damaged_vector_leaves_only_its_rule_out(
+    redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    a = make(redis_url)
+    try:
+        a.add(rule("x"), vec(1, 0, 0, 0))
+        a.add(rule("y"), vec(0, 1, 0, 0))
+        a.add(rule("z"), vec(0, 0, 1, 0))
+        # A vector of another length, as another embedder or a half-written edit leaves it.
+        a._client.hset("pluralism:rules:vecs", "y", b"\x00" * 3)
+        with caplog.at_level(logging.WARNING):
+            b = make(redis_url)
+        assert sorted(r.id for r in b.snapshot().rules) == ["x", "z"]
+        assert [h.rule.id for h in b.search(vec(0, 0, 1, 0), 1)] == ["z"]
+        assert "Left out 1 rules" in caplog.text
+        b.close()
+    finally:
+        a.close()
+
+
+def test_only_a_big_reload_freezes_objects_and_the_collector_stays_on(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a = make(redis_url)
+    a.add(rule("x"), vec(1, 0, 0, 0))
+    before = gc.get_freeze_count()
+    small = make(redis_url)
+    big = None
+    try:
+        assert gc.isenabled()
+        assert gc.get_freeze_count() == before
+        monkeypatch.setattr(_redis_store, "FREEZE_MIN_ROWS", 1)
+        big = make(redis_url)
+        assert gc.isenabled()
+        assert gc.get_freeze_count() > before
+        assert [r.id for r in big.snapshot().rules] == ["x"]
+    finally:
+        gc.unfreeze()
+        for store in (a, small, big):
+            if store is not None:
+                store.close()
 
 
 def test_namespaces_are_separate(redis_url: str) -> None:
