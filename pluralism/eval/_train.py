@@ -38,6 +38,9 @@ class TrainConfig:
     max_questions: int | None = 200
     val_fraction: float = 0.15
     val_limit: int = 12
+    # Keep the weights of the epoch with the lowest validation JS instead of the last epoch's.
+    # Off by default: on a dozen validation questions the choice mostly follows noise.
+    keep_best: bool = False
     seed: int = 0
 
 
@@ -49,6 +52,8 @@ class TrainReport:
     val_js_after: float
     seconds: float
     losses: list[float] = field(default_factory=list)
+    val_curve: list[float] = field(default_factory=list)  # validation JS after each epoch
+    best_epoch: int = 0  # the epoch whose weights were saved (0: the untrained adapter)
 
 
 def _bucket(question: str, salt: str) -> float:
@@ -99,40 +104,39 @@ def _wrap(lm: Any, cfg: TrainConfig) -> Any:
     return get_peft_model(lm._model, lora)
 
 
-def _val_js(lm: Any, model: Any, community: Community, val: Sequence[Target]) -> float:
-    """Mean JS distance of the model's (shift-averaged) distributions on validation questions."""
-    import torch
+def _cache_val(
+    lm: Any, layer: int, community: Community, val: Sequence[Target]
+) -> list[tuple[dict[str, Any], list[list[int]], list[float]]]:
+    """Validation questions in every cyclic order, frozen layers run once (as for training)."""
+    from pluralism.models._choices import choice_conversation, shifts
 
-    from pluralism.models._choices import choice_conversation, shifts, unshift
-
-    scores = []
-    model.eval()
+    out = []
     for q, opts, gold in val:
         orders = shifts(len(opts))
         texts = [
             lm._prompt_text(choice_conversation(_messages(community, q), opts, o)) for o in orders
         ]
-        with torch.no_grad():
-            probs = _letter_logp(lm, model, texts, len(opts)).exp().tolist()
-        scores.append(js_distance(unshift(probs, orders), gold))
-    return mean(scores)
+        out.append((_cache_inputs(lm, layer, texts), orders, list(gold)))
+    return out
 
 
-def _letter_logp(lm: Any, model: Any, texts: Sequence[str], n: int) -> Any:
-    """Log-probabilities over the n option letters (renormalised, as scoring does) per text."""
+def _val_js(
+    lm: Any, model: Any, layer: int, cached: Sequence[tuple[dict[str, Any], Any, list[float]]]
+) -> float:
+    """Mean JS distance of the model's shift-averaged distributions on validation questions,
+    as scoring computes them (every cyclic order, averaged back onto the options)."""
     import torch
 
-    enc = lm._encode(list(texts))
-    mask = enc["attention_mask"]
-    logits = model(
-        input_ids=enc["input_ids"],
-        attention_mask=mask,
-        position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
-        logits_to_keep=1,
-    ).logits[:, -1, :]
-    logp = torch.log_softmax(logits.float(), dim=-1)
-    letters = torch.stack([torch.logsumexp(logp[:, ids], dim=-1) for ids in lm._letters(n)], dim=-1)
-    return torch.log_softmax(letters, dim=-1)
+    from pluralism.models._choices import unshift
+
+    scores = []
+    model.eval()
+    with torch.no_grad():
+        for inputs, orders, gold in cached:
+            probs = _top_letter_logp(lm, layer, inputs, len(gold)).exp().tolist()
+            scores.append(js_distance(unshift(probs, orders), gold))
+    model.train()
+    return mean(scores)
 
 
 class _Stop(Exception):
@@ -215,31 +219,35 @@ def train_choice_adapter(
     n_layers = int(lm._model.config.num_hidden_layers)
     first = max(0, n_layers - cfg.layers)
     # `shifts_per_question` cyclic orders per question, fixed batches: the cache is per batch.
+    # Rows of one batch share their option count and have similar lengths (little padding:
+    # caching the frozen layers' output is most of the training time).
     rows = [
-        (q, opts, gold, order)
+        (lm._prompt_text(choice_conversation(_messages(community, q), opts, order)), gold, order)
         for q, opts, gold in train
         for order in rng.sample(shifts(len(opts)), min(cfg.shifts_per_question, len(opts)))
     ]
     by_n: dict[int, list[Any]] = {}
-    for r in rows:
-        by_n.setdefault(len(r[1]), []).append(r)
+    for r in sorted(rows, key=lambda r: len(r[0])):
+        by_n.setdefault(len(r[2]), []).append(r)
     batches = [g[i : i + cfg.batch] for g in by_n.values() for i in range(0, len(g), cfg.batch)]
     model = _wrap(lm, cfg)
-    before = _val_js(lm, model, community, val) if val else float("nan")
+    val_cache = _cache_val(lm, first, community, val)
+    before = _val_js(lm, model, first, val_cache) if val else float("nan")
     cache = []
     for chunk in batches:
-        texts = [
-            lm._prompt_text(choice_conversation(_messages(community, q), opts, order))
-            for q, opts, _, order in chunk
-        ]
-        target = torch.tensor([[gold[idx] for idx in order] for _, _, gold, order in chunk])
-        cache.append((_cache_inputs(lm, first, texts), target, len(chunk[0][1])))
+        texts = [text for text, _, _ in chunk]
+        target = torch.tensor([[gold[idx] for idx in order] for _, gold, order in chunk])
+        cache.append((_cache_inputs(lm, first, texts), target, len(chunk[0][2])))
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
     report = TrainReport(len(train), len(val), before, float("nan"), 0.0)
     total = cfg.epochs * len(cache)
     model.train()
-    for epoch in range(cfg.epochs):
+    # Validation JS after every epoch (cheap: the validation prompts' frozen layers are cached
+    # too); with `keep_best`, the weights of the best epoch are kept rather than the last.
+    best = before
+    kept = {k: v.detach().clone() for k, v in model.named_parameters() if v.requires_grad}
+    for epoch in range(1, cfg.epochs + 1):
         for i in rng.sample(range(len(cache)), len(cache)):
             cached, target, n = cache[i]
             loss = -(target * _top_letter_logp(lm, first, cached, n)).sum(-1).mean()
@@ -249,8 +257,21 @@ def train_choice_adapter(
             report.losses.append(float(loss.detach()))
             if on_step is not None:
                 on_step(len(report.losses), total, report.losses[-1])
-        del epoch
-    report.val_js_after = _val_js(lm, model, community, val) if val else float("nan")
+        if not val or not cfg.keep_best:
+            report.best_epoch = epoch
+        if not val:
+            continue
+        report.val_curve.append(_val_js(lm, model, first, val_cache))
+        if cfg.keep_best and report.val_curve[-1] < best:
+            best, report.best_epoch = report.val_curve[-1], epoch
+            kept = {k: v.detach().clone() for k, v in model.named_parameters() if v.requires_grad}
+    if val and cfg.keep_best:
+        with torch.no_grad():
+            for k, v in model.named_parameters():
+                if k in kept:
+                    v.copy_(kept[k])
+    if val:
+        report.val_js_after = best if cfg.keep_best else report.val_curve[-1]
     save_adapter(model, out)
     model.unload()  # leaves `lm` as the plain base model for the next adapter
     report.seconds = time.perf_counter() - started

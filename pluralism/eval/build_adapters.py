@@ -95,6 +95,8 @@ def build(ids: Sequence[str], data: Path, out: Path, cfg: TrainConfig) -> dict[s
             "val_questions": report.val,
             "val_js_before": round(report.val_js_before, 4),
             "val_js_after": round(report.val_js_after, 4),
+            "val_js_per_epoch": [round(v, 4) for v in report.val_curve],
+            "best_epoch": report.best_epoch,
             "seconds": round(report.seconds, 1),
         }
         console.print(f"{cid}: {summary[cid]}")
@@ -130,13 +132,31 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--questions", type=int, default=64)
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--rank", type=int, default=4)
+    ap.add_argument("--layers", type=int, default=3, help="LoRA on the last N decoder layers")
+    ap.add_argument("--modules", nargs="+", default=["q_proj", "v_proj"], help="LoRA targets")
+    ap.add_argument("--shifts", type=int, default=2, help="option orders per question")
+    ap.add_argument("--val", type=int, default=4, help="validation questions (default 4)")
+    ap.add_argument(
+        "--keep-best", action="store_true", help="save the epoch with the best validation JS"
+    )
     ap.add_argument("--pool-only", action="store_true", help="only regenerate <out>/pool/")
     args = ap.parse_args(argv)
     if args.pool_only:
         write_pool(args.out)
         return
     ids = args.only or ["europe", "asia", "americas", "africa", *PERSPECTIVES, "oceania"]
-    cfg = TrainConfig(max_questions=args.questions, epochs=args.epochs, lr=args.lr, val_limit=4)
+    cfg = TrainConfig(
+        max_questions=args.questions,
+        epochs=args.epochs,
+        lr=args.lr,
+        rank=args.rank,
+        layers=args.layers,
+        modules=tuple(args.modules),
+        shifts_per_question=args.shifts,
+        val_limit=args.val,
+        keep_best=args.keep_best,
+    )
     build(ids, args.data, args.out, cfg)
     write_pool(args.out)
 

@@ -77,3 +77,23 @@ def test_train_writes_an_adapter_the_system_uses(tmp_path: Path, embedder: Any) 
     assert resp.distribution is not None
     assert sum(resp.distribution.values()) == pytest.approx(1.0)
     assert "republican" in system.meta.adapters  # type: ignore[attr-defined]
+
+
+@pytest.mark.integration
+def test_keep_best_saves_the_epoch_with_the_lowest_validation_js(tmp_path: Path) -> None:
+    from pluralism.eval._train import train_choice_adapter
+    from pluralism.types import Community
+
+    targets = [(q, ["Yes", "No"], [0.9, 0.1]) for q in fx.QUESTIONS]
+    cfg = TrainConfig(
+        max_questions=4, epochs=2, lr=0.01, val_fraction=0.5, val_limit=2, keep_best=True
+    )
+    community = Community(
+        id="t", kind="perspective", name="T", description="A test.", persona="You answer."
+    )
+    report = train_choice_adapter(community, targets, tmp_path / "t", cfg=cfg)
+    assert report.val > 0 and len(report.val_curve) == 2
+    scores = [report.val_js_before, *report.val_curve]
+    assert report.val_js_after == min(scores)
+    assert report.best_epoch == scores.index(min(scores))
+    assert (tmp_path / "t" / "adapter_model.safetensors").is_file()
