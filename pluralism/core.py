@@ -22,6 +22,7 @@ from pluralism.types import (
     Mode,
     PluralRequest,
     PluralResponse,
+    clean_tags,
 )
 
 T = TypeVar("T")
@@ -184,7 +185,6 @@ class Pluralism:
             )
         if isinstance(tags, str):
             raise InputError("Pass tags as a list of names, e.g. tags=['medical'].")
-        clean_tags = sorted({str(t).strip() for t in tags or [] if str(t).strip()})
         return PluralRequest(
             prompt=prompt.strip(),
             mode=resolved,
@@ -192,7 +192,7 @@ class Pluralism:
             population=population,
             options=opts,
             principles=principles,
-            tags=clean_tags,
+            tags=clean_tags(tags or []),
             system=system,
             history=list(history or []),
             params=params,

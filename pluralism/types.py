@@ -7,6 +7,7 @@ and the JSON an operator's client sends.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from enum import StrEnum
 from typing import Any, Literal, TypedDict
 
@@ -110,6 +111,11 @@ class RuleScope(BaseModel):
     communities: list[str] = Field(default_factory=list)
     populations: list[str] = Field(default_factory=list)
     tags: list[str] = Field(default_factory=list)
+
+
+def clean_tags(tags: Iterable[str]) -> list[str]:
+    """Request tags as recall compares them: stripped, no blanks or repeats, sorted."""
+    return sorted({str(t).strip() for t in tags if str(t).strip()})
 
 
 class Rule(BaseModel):

@@ -21,7 +21,7 @@ from pluralism.server._config import MODES
 from pluralism.server._errors import ProxyError, invalid_body
 from pluralism.server._schemas import ChatCompletionRequest, ChatMessage
 from pluralism.server._state import ProxyState
-from pluralism.types import GenerationParams, Message, PluralResponse, RuleScope
+from pluralism.types import GenerationParams, Message, PluralResponse, RuleScope, clean_tags
 
 MODEL_PREFIX = "pluralism/"
 MODEL_IDS = tuple(f"{MODEL_PREFIX}{m}" for m in MODES)
@@ -211,8 +211,9 @@ def plan(state: ProxyState, req: ChatCompletionRequest, body: dict[str, Any] | N
     extras: dict[str, Any] = {}
     if extra is not None:
         extras = {k: v for k, v in extra.model_dump(exclude={"mode"}).items() if v is not None}
-    if state.config.tags:
-        extras["tags"] = sorted({*state.config.tags, *extras.get("tags", [])})
+    tags = clean_tags([*state.config.tags, *extras.pop("tags", [])])
+    if tags:
+        extras["tags"] = tags
     return Plan(
         model=req.model,
         mode=mode,
@@ -293,7 +294,8 @@ async def _recall(state: ProxyState, p: Plan) -> tuple[str, dict[str, Any]]:
     if rules is not None and k > 0 and len(rules.store.snapshot()) > 0:
         # No communities answer in this mode, so rules scoped to communities stay out.
         population = p.extras.get("population")
-        scope = RuleScope(populations=[population] if population else [], tags=_tags(p))
+        tags = p.extras.get("tags", [])
+        scope = RuleScope(populations=[population] if population else [], tags=tags)
         hits = await rules.arecall(p.prompt, k=k, scope=scope)
     info = {
         "mode": "rules",
@@ -307,11 +309,6 @@ async def _recall(state: ProxyState, p: Plan) -> tuple[str, dict[str, Any]]:
         "notes": [],
     }
     return format_rules(hits), info
-
-
-def _tags(p: Plan) -> list[str]:
-    tags: list[str] = p.extras.get("tags", [])
-    return sorted({t.strip() for t in tags if t.strip()})
 
 
 def _conversation(p: Plan, block: str) -> list[Message]:
