@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -76,8 +77,6 @@ def test_bad_requests_exit_non_zero_with_one_sentence(args: list[str], needle: s
 
 @pytest.mark.integration
 def test_ask_with_a_tag_recalls_rules_scoped_to_it(tmp_path: Path) -> None:
-    import json
-
     (tmp_path / "care.yaml").write_text(
         "rules:\n"
         "  - id: clinic-doses\n"

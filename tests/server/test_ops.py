@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +12,7 @@ import openai
 import pytest
 
 from pluralism.embedding import CachedEmbedder
+from tests.rules.conftest import RedisServer
 
 from .conftest import config, start_proxy
 from .proxy import ProxyServer
@@ -121,49 +121,32 @@ def test_editing_a_policy_file_reaches_the_next_requests(
 
 
 @pytest.fixture()
-def redis_url(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+def redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of this test's own: the test stops it."""
     binary = shutil.which("redis-server")
     if binary is None:
         pytest.skip("redis-server is not installed (apt-get install redis-server); CI installs it")
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(tmp_path),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    yield f"redis://127.0.0.1:{port}/0", proc
-    proc.terminate()
-    proc.wait(timeout=10)
+    server = RedisServer(binary, tmp_path)
+    server.start()
+    yield server
+    server.stop()
 
 
 @pytest.mark.redis
 def test_readyz_fails_with_a_reason_when_redis_goes_away(
-    redis_url: tuple[str, subprocess.Popen[bytes]],
+    redis: RedisServer,
     upstream_server: Upstream,
     communities_dir: Path,
     policies_dir: Path,
     embedder: CachedEmbedder,
 ) -> None:
-    url, proc = redis_url
-    time.sleep(0.3)  # redis-server binds within a few ms; be generous on a loaded machine
-    cfg = config(communities_dir, policies_dir, upstream=upstream_server.base_url, redis_url=url)
+    cfg = config(
+        communities_dir, policies_dir, upstream=upstream_server.base_url, redis_url=redis.url
+    )
     server = start_proxy(cfg, embedder)
     try:
         assert httpx.get(f"{server.url}/readyz").status_code == 200
-        proc.terminate()
-        proc.wait(timeout=10)
+        redis.stop()
         deadline = time.monotonic() + 15
         while (r := httpx.get(f"{server.url}/readyz")).status_code == 200:
             assert time.monotonic() < deadline, "readyz never noticed Redis going away"
