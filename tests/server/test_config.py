@@ -58,6 +58,7 @@ def test_upstream_key_from_the_environment_is_secret() -> None:
         ("host: x\nport: eighty\n", 2, "`port`"),
         ("default_mode: utopia\n", 1, "`default_mode`"),
         ("upstream: 127.0.0.1:8000\n", 1, "http://"),
+        ("port: 80\nworkers: 0\n", 2, "`workers`"),
         ("settings:\n  top_k: 0\n", 2, "`settings.top_k`"),
         ("port: [1\n", None, "YAML syntax error"),
     ],
@@ -141,3 +142,13 @@ def test_serve_help_lists_the_flags() -> None:
         "--port",
     ):
         assert flag in out.stdout
+
+
+def test_a_worker_started_without_serve_says_how_to_start_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pluralism.server._app import worker_app
+
+    monkeypatch.delenv("PLURALISM_WORKER_CONFIG", raising=False)
+    with pytest.raises(RuntimeError, match="start workers with `pluralism serve`"):
+        worker_app()
