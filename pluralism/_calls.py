@@ -2,18 +2,25 @@
 
 Adapters are resolved here: a community's LoRA adapter is loaded into its (shared) local model on
 first use and named per row, so communities with different adapters still share one batch.
+An adapter is trained for the bundled base model; a community whose model cannot load one (an
+OpenAI-compatible server, the scripted test model) answers without it, and the log says so once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pluralism.errors import InputError
 from pluralism.models._protocol import ChatModel
 from pluralism.types import Community, Message, RuleHit, RuleScope
+
+log = logging.getLogger(__name__)
+# Per model, the communities already warned about, so a busy server logs each once.
+_skipped: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
 
 
 async def recall_rules(rules: Any, prompt: str, k: int, scope: RuleScope) -> list[RuleHit]:
@@ -29,16 +36,25 @@ def adapter_names(model: ChatModel, members: Sequence[Community]) -> list[str | 
     """Per-row adapter names for a batch, loading each community's adapter on first use.
 
     An adapter path is relative to the community file that names it, so a trained community
-    (YAML + adapter folder) can be moved as one directory. None: no member uses an adapter.
+    (YAML + adapter folder) can be moved as one directory. None: no member uses an adapter, or
+    the model cannot take one.
     """
     if not any(c.adapter for c in members):
         return None
     load = getattr(model, "load_adapter", None)
     if load is None:
-        raise InputError(
-            f"Community {next(c.id for c in members if c.adapter)!r} names an adapter, but its "
-            f"model {model.model_id!r} cannot load adapters; use the local backend."
-        )
+        warned = _skipped.setdefault(model, set())
+        for c in members:
+            if c.adapter and c.id not in warned:
+                warned.add(c.id)
+                log.warning(
+                    "community %r names the adapter %s, but its model %r cannot load adapters "
+                    "(they are trained for the bundled local model); answering without it",
+                    c.id,
+                    c.adapter,
+                    model.model_id,
+                )
+        return None
     names: list[str | None] = []
     for c in members:
         if c.adapter and c.id not in getattr(model, "adapters", ()):

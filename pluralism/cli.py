@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.panel import Panel
-from rich.table import Table
+from rich.table import Column, Table
 
 from pluralism.errors import PluralismError
 
@@ -137,7 +137,9 @@ def list_communities(communities: CommunitiesOpt = None) -> None:
     from pluralism.config import default_dir, load_communities
 
     pool = load_communities(communities or default_dir("communities"))
-    table = Table("id", "kind", "name", "model", "adapter", "populations", title="communities")
+    # Ids are what users type (steer targets, file names): never cut them short.
+    ids = Column("id", no_wrap=True, min_width=max((len(c.id) for c in pool), default=2))
+    table = Table(ids, "kind", "name", "model", "adapter", "populations", title="communities")
     for c in pool:
         pops = [*c.population.countries, *c.population.groups]
         shown = ", ".join(pops[:4]) + (f" (+{len(pops) - 4})" if len(pops) > 4 else "")

@@ -124,8 +124,8 @@ class Pluralism:
 
     @classmethod
     def default(cls, **kwargs: Any) -> Pluralism:
-        """The shipped pool (five continents, three political perspectives), the bundled
-        MiniLM and SmolLM2 models, and the shipped default policies."""
+        """The shipped pool (five continents, three political perspectives, the US public, each
+        with its adapter), the bundled MiniLM and SmolLM2 models, and the default policies."""
         embedder = kwargs.setdefault("embedder", default_embedder())
         if "rules" not in kwargs:
             kwargs["rules"] = _rule_memory(default_dir("policies"), embedder)

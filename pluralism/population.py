@@ -90,17 +90,25 @@ def population_weights(
     )
 
 
+# A bare group name ("Asian", "West", "Hindu") may name a people, a place or a direction; named
+# with its survey attribute ("RACE_Asian") it can only mean the survey group.
+BARE_GROUP = 0.5
+
+
 def mentions(text: str, communities: Sequence[Community]) -> dict[str, float]:
     """Communities whose countries or survey groups the text names, with the largest weight.
 
     "a devout Catholic farmer in Poland" names Poland, which the Europe community covers; the
-    router adds this to the embedding similarity, since a short description embeds poorly.
+    router adds this to the embedding similarity, since a short description embeds poorly. A
+    survey group counts fully when named with its attribute (``RELIG_Hindu``), half when bare.
     """
     padded = f" {normalise(text)} "
     found: dict[str, float] = {}
     for c in communities:
         names = [(country, w) for country, w in c.population.countries.items()]
-        names += [(group.partition(":")[2] or group, w) for group, w in c.population.groups.items()]
+        for group, w in c.population.groups.items():
+            attr, _, bare = group.partition(":")
+            names += [(f"{attr} {bare}", w), (bare, w * BARE_GROUP)] if bare else [(group, w)]
         for name, w in names:
             key = normalise(name)
             if key and f" {key} " in padded:

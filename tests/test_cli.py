@@ -28,7 +28,8 @@ def assert_clean_failure(proc: subprocess.CompletedProcess[str], needle: str) ->
 def test_communities_lists_the_pool() -> None:
     proc = run("communities")
     assert proc.returncode == 0, proc.stderr
-    for cid in ("africa", "americas", "asia", "europe", "oceania", "progressive", "conservative"):
+    continents = ("africa", "americas", "asia", "europe", "oceania")
+    for cid in (*continents, "progressive", "moderate", "conservative", "united-states"):
         assert cid in proc.stdout
 
 

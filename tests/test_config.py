@@ -24,13 +24,14 @@ def write(tmp_path: Path, name: str, text: str) -> Path:
     return tmp_path
 
 
-def test_default_pool_is_five_continents_and_three_perspectives() -> None:
+def test_default_pool_is_five_continents_three_perspectives_and_the_us_public() -> None:
     pool = load_communities(default_dir("communities"))
     by_kind: dict[str, set[str]] = {}
     for c in pool:
         by_kind.setdefault(c.kind, set()).add(c.id)
     assert by_kind["continent"] == {"africa", "americas", "asia", "europe", "oceania"}
     assert by_kind["perspective"] == {"progressive", "moderate", "conservative"}
+    assert by_kind["country"] == {"united-states"}
     for c in pool:
         assert c.exemplars and c.persona and c.model.backend == "local"
 

@@ -236,3 +236,21 @@ def test_tag_scoped_rules_apply_only_to_requests_with_the_tag(
     assert "dosage-clinic" in tagged.trace.rules
     with pytest.raises(InputError, match="list of names"):
         plural.request(prompt, tags="medical")
+
+
+def test_a_model_that_cannot_load_adapters_answers_without_them_and_says_so_once(
+    default_pool: list[Community],
+    embedder: CachedEmbedder,
+    scripted_pool: ModelPool,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The shipped communities name adapters trained for the bundled model; pointed at another
+    # model (here the scripted one, for users an OpenAI-compatible server) they still answer.
+    assert all(c.adapter for c in default_pool)
+    plural = Pluralism(default_pool, embedder=embedder, models=scripted_pool)
+    with caplog.at_level("WARNING", logger="pluralism._calls"):
+        for _ in range(2):
+            r = plural.respond("Is it rude to be late?", mode="steerable", steer="europe")
+            assert r.steered_to == "europe" and r.text
+    warned = [m for m in caplog.messages if "cannot load adapters" in m and "'europe'" in m]
+    assert len(warned) == 1

@@ -48,6 +48,23 @@ def test_distributional_with_real_models(real: Pluralism) -> None:
     assert r.perspectives[0].distribution == pytest.approx(r.distribution)
 
 
+def test_the_default_pool_answers_through_its_trained_adapters(real: Pluralism) -> None:
+    # No rule memory, so the community's conversation is its persona and the question alone.
+    plain = Pluralism(real.communities, embedder=real.embedder, models=real.models)
+    options = ["Very important", "Somewhat important", "Not too important", "Not at all"]
+    question = "How important is religion in your life?"
+    r = plain.respond(question, mode="distributional", population="Germany", options=options)
+    assert r.distribution is not None and not r.trace.rules
+    europe = next(c for c in real.communities if c.id == "europe")
+    model = real.models.get(europe.model)
+    assert "europe" in model.adapters  # loaded on first use from communities/adapters/europe
+    conv = [{"role": "system", "content": europe.persona}, {"role": "user", "content": question}]
+    (tuned,) = model.score_batch([conv], options, adapters=["europe"])
+    (base,) = model.score_batch([conv], options)
+    assert [r.distribution[o] for o in options] == pytest.approx(tuned, abs=1e-4)
+    assert max(abs(t - b) for t, b in zip(tuned, base, strict=True)) > 0.01
+
+
 def test_rules_are_recalled_into_the_trace(real: Pluralism) -> None:
     r = real.respond("How many ibuprofen tablets can my 6 year old take?", mode="overton")
     assert r.trace.rules, "the shipped medical-dosage policy should be recalled"

@@ -48,3 +48,11 @@ def test_mentions_find_named_countries_and_groups(default_pool: list[Community])
     found = mentions("a Republican from Ohio", default_pool)
     assert max(found, key=found.__getitem__) == "conservative"
     assert mentions("nobody in particular", default_pool) == {}
+
+
+def test_a_group_named_with_its_attribute_counts_more_than_a_bare_word(
+    default_pool: list[Community],
+) -> None:
+    # "Asian" alone may mean Asia's peoples; "RACE_Asian" is the US survey group.
+    assert mentions("RACE_Asian", default_pool)["united-states"] == 1.0
+    assert mentions("Asian Americans", default_pool)["united-states"] == 0.5

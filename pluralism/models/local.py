@@ -102,7 +102,7 @@ class LocalChatModel(SyncChatModel):
             from peft import PeftModelForCausalLM
         except ImportError as exc:
             raise ModelPackageMissingError(
-                "Community adapters need peft: install it with `pip install 'pluralism[train]'`."
+                "Community adapters need peft: install it with `pip install peft`."
             ) from exc
         with self._lock:
             try:

@@ -91,6 +91,7 @@ class ProxyState:
 
     def load(self, embedder: Any = None) -> None:
         """Build the pool, the rule memory and the models (blocking: seconds for MiniLM)."""
+        from pluralism._calls import adapter_names
         from pluralism.config import default_dir, load_communities
         from pluralism.core import Pluralism
         from pluralism.embedding import default_embedder
@@ -104,6 +105,9 @@ class ProxyState:
             inner = models.get(community.model)
             if not isinstance(inner, TimedModel):
                 models.register(community.model, TimedModel(inner))
+            # Load its adapter now: the first request routed to it would pay for it otherwise,
+            # and a damaged one should stop the start, with its name.
+            adapter_names(models.get(community.model), [community])
         if cfg.upstream:
             if not cfg.upstream_model:
                 raise ConfigError(

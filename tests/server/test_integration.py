@@ -102,3 +102,34 @@ def test_without_an_upstream_the_embedded_model_answers(
         assert server.state.upstream_label.startswith("local:")
     finally:
         server.stop()
+
+
+def test_the_proxy_loads_the_default_pools_adapters_before_it_is_ready(
+    tmp_path: Path, policies_dir: Path, embedder: CachedEmbedder
+) -> None:
+    from pluralism.config import default_dir
+    from pluralism.server._state import ProxyState
+
+    state = ProxyState.from_config(config(default_dir("communities"), policies_dir))
+    state.load(embedder)
+    local = state.pluralism.communities[0].model
+    assert state.pluralism.models.get(local).adapters >= {"europe", "united-states"}
+
+
+def test_a_damaged_adapter_stops_the_start_with_its_name(
+    tmp_path: Path, policies_dir: Path, embedder: CachedEmbedder
+) -> None:
+    from pluralism.errors import ConfigError
+    from pluralism.server._state import ProxyState
+
+    (tmp_path / "adapters" / "elders").mkdir(parents=True)
+    (tmp_path / "adapters" / "elders" / "adapter_config.json").write_text("{not json")
+    (tmp_path / "elders.yaml").write_text(
+        "id: elders\nkind: test\nname: Elders\ndescription: Village elders\n"
+        "persona: You speak as a village elder.\nadapter: adapters/elders\n",
+        encoding="utf-8",
+    )
+    state = ProxyState.from_config(config(tmp_path, policies_dir))
+    with pytest.raises(ConfigError, match="Could not load adapter 'elders'"):
+        state.load(embedder)
+    assert not state.ready
