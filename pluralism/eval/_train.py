@@ -292,13 +292,16 @@ def save_adapter(model: Any, out: str | Path) -> None:
 
 
 def tidy_adapter(target: Path) -> None:
-    """Drop peft's empty model card and the machine-specific base path, so the folder can ship."""
+    """Drop peft's empty model card and the machine-specific base path, so the folder can ship;
+    sort peft's set of target modules, so a rebuild changes only what training changed."""
     import json
 
     (target / "README.md").unlink(missing_ok=True)
     config = target / "adapter_config.json"
     data = json.loads(config.read_text(encoding="utf-8"))
     data["base_model_name_or_path"] = "HuggingFaceTB/SmolLM2-135M-Instruct"
+    if isinstance(data.get("target_modules"), list):
+        data["target_modules"] = sorted(data["target_modules"])
     config.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from pluralism.eval._data import is_heldout
-from pluralism.eval._train import TrainConfig, split_targets
+from pluralism.eval._train import TrainConfig, split_targets, tidy_adapter
 from tests.eval import fixtures as fx
 
 
@@ -23,6 +23,27 @@ def test_split_keeps_heldout_and_excluded_questions_out() -> None:
     assert not any(is_heldout(q) for q in used)
     assert banned not in used
     assert not {q for q, _, _ in train} & {q for q, _, _ in val}
+
+
+def test_a_saved_adapter_folder_is_the_same_bytes_whichever_machine_wrote_it(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "README.md").write_text("peft's empty card")
+    config = tmp_path / "adapter_config.json"
+    config.write_text(
+        '{"target_modules": ["v_proj", "q_proj", "o_proj"], '
+        '"base_model_name_or_path": "/root/.cache/x/smollm2"}'
+    )
+    tidy_adapter(tmp_path)
+    first = config.read_text()
+    assert not (tmp_path / "README.md").exists()
+    assert '"HuggingFaceTB/SmolLM2-135M-Instruct"' in first and "/root" not in first
+    shuffled = first.replace('"o_proj",\n    "q_proj"', '"q_proj",\n    "o_proj"')
+    assert shuffled != first  # peft writes its set of modules in any order
+    config.write_text(shuffled)
+    tidy_adapter(tmp_path)
+    assert config.read_text() == first
+    assert first.index('"o_proj"') < first.index('"q_proj"') < first.index('"v_proj"')
 
 
 @pytest.mark.integration
