@@ -56,7 +56,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pluralism.embedding import default_embedder  # noqa: E402
+from pluralism.embedding import (  # noqa: E402
+    CachedEmbedder,
+    SentenceTransformerEmbedder,
+    default_embedder,
+)
 from pluralism.rules import FusionWeights, RuleIndex  # noqa: E402
 from pluralism.rules._vectors import VectorCache  # noqa: E402
 from pluralism.types import Rule  # noqa: E402
@@ -134,8 +138,6 @@ def _fmt(rows: np.ndarray) -> str:
 
 
 def bench_quality(embedder_dir: Path | None = None) -> None:
-    from pluralism.embedding import CachedEmbedder, SentenceTransformerEmbedder
-
     embedder = (
         CachedEmbedder(SentenceTransformerEmbedder(embedder_dir))
         if embedder_dir

@@ -104,10 +104,11 @@ class ProxyState:
         for community in pool:
             inner = models.get(community.model)
             if not isinstance(inner, TimedModel):
-                models.register(community.model, TimedModel(inner))
+                inner = TimedModel(inner)
+                models.register(community.model, inner)
             # Load its adapter now: the first request routed to it would pay for it otherwise,
             # and a damaged one should stop the start, with its name.
-            adapter_names(models.get(community.model), [community])
+            adapter_names(inner, [community])
         if cfg.upstream:
             if not cfg.upstream_model:
                 raise ConfigError(

@@ -105,7 +105,7 @@ def test_without_an_upstream_the_embedded_model_answers(
 
 
 def test_the_proxy_loads_the_default_pools_adapters_before_it_is_ready(
-    tmp_path: Path, policies_dir: Path, embedder: CachedEmbedder
+    policies_dir: Path, embedder: CachedEmbedder
 ) -> None:
     from pluralism.config import default_dir
     from pluralism.server._state import ProxyState
