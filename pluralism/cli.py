@@ -80,6 +80,14 @@ def ask(
     max_tokens: Annotated[int, typer.Option(help="Tokens for the final answer.")] = 160,
     draft_tokens: Annotated[int, typer.Option(help="Tokens for each community draft.")] = 64,
     seed: Annotated[int | None, typer.Option(help="Sampling seed.")] = None,
+    overton_style: Annotated[
+        str,
+        typer.Option(
+            "--overton-style",
+            help="synthesize (the meta model writes one answer) | list (each community's "
+            "draft under its name; no meta call).",
+        ),
+    ] = "synthesize",
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the PluralResponse as JSON.")
     ] = False,
@@ -88,14 +96,18 @@ def ask(
 ) -> None:
     """Answer PROMPT in one of the three pluralism modes."""
     from pluralism.core import parse_mode
+    from pluralism.errors import InputError
     from pluralism.types import GenerationParams
 
     parse_mode(mode)  # fail on a typo before loading any model
+    if overton_style not in ("synthesize", "list"):
+        raise InputError(f"Unknown Overton style {overton_style!r}; use synthesize or list.")
     with err.status("Loading models…"):
         p = _load(
             communities,
             policies,
             principles=principles,
+            overton_style=overton_style,
             draft=GenerationParams(max_tokens=draft_tokens, seed=seed),
             meta=GenerationParams(max_tokens=max_tokens, seed=seed),
         )

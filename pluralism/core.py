@@ -213,7 +213,8 @@ class Pluralism:
         """Yield the meta-agent's text as it is produced, then the full `PluralResponse`.
 
         Community drafts are gathered first; only the final answer streams. Modes that need no
-        final generation (distributional, or steering over options) yield just the response.
+        final generation (distributional, steering over options, Overton in the "list" style)
+        yield just the response.
         """
         req = self.request(prompt, **kwargs)
         t0 = time.perf_counter()

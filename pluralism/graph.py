@@ -258,9 +258,12 @@ def build_graph(rt: Runtime) -> Any:
                 drafts, rt.embedder, threshold=rt.settings.merge_threshold
             )
             drafts, trace_extra["merged"] = kept, merged
-            out["meta_messages"] = overton.meta_messages(
-                req.prompt, kept, context=ctx, system=req.system, history=req.history
-            )
+            if rt.settings.overton_style == "list":
+                text = overton.render_list(kept)
+            else:
+                out["meta_messages"] = overton.meta_messages(
+                    req.prompt, kept, context=ctx, system=req.system, history=req.history
+                )
         elif req.mode is Mode.STEERABLE:
             match = state["steer"]
             assert match is not None

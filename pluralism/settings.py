@@ -23,6 +23,10 @@ class Settings(BaseModel):
     steer_method: Literal["embedding", "model"] = "embedding"
     # Overton: drafts at least this similar are one perspective.
     merge_threshold: float = Field(0.9, gt=0, le=1)
+    # Overton answer: "synthesize" has the meta model write one answer from the drafts, which
+    # needs a capable meta model; "list" returns the drafts themselves under their communities'
+    # names, with no meta call, so a small meta model cannot garble or drop a view.
+    overton_style: Literal["synthesize", "list"] = "synthesize"
     # Distributional: an unknown population is an error unless this is False (then uniform).
     strict_population: bool = True
     draft: GenerationParams = Field(default_factory=lambda: GenerationParams(max_tokens=64))

@@ -46,6 +46,11 @@ def test_unknown_mode_fails_before_loading_models() -> None:
     assert_clean_failure(proc, "Unknown mode 'consensus'; use one of")
 
 
+def test_unknown_overton_style_fails_before_loading_models() -> None:
+    proc = run("ask", "Is tipping required?", "--overton-style", "essay", timeout=60)
+    assert_clean_failure(proc, "Unknown Overton style 'essay'; use synthesize or list")
+
+
 def test_broken_community_file_names_file_and_field(tmp_path: Path) -> None:
     (tmp_path / "x.yaml").write_text("id: x\nkind: k\nname: X\ndescription: d\n", encoding="utf-8")
     proc = run("communities", "--communities", str(tmp_path))

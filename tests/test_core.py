@@ -45,6 +45,41 @@ def test_overton_drafts_activated_communities_in_one_batch(
     assert r.trace.models["meta"] == "scripted"
 
 
+def test_overton_list_style_answers_with_the_drafts_and_no_meta_call(
+    default_pool: list[Community],
+    embedder: CachedEmbedder,
+    scripted_pool: ModelPool,
+    scripted: ScriptedChatModel,
+) -> None:
+    plural = Pluralism(
+        default_pool,
+        embedder=embedder,
+        models=scripted_pool,
+        settings=Settings(overton_style="list"),
+    )
+    r = plural.respond("Should the government provide free healthcare?", mode="overton")
+    assert scripted.calls == [("generate", len(r.trace.routing))]  # the drafts, nothing more
+    assert "answer" not in r.trace.timings
+    lines = r.text.splitlines()
+    assert len(lines) == 1 + len(r.perspectives)
+    for line, p in zip(lines[1:], r.perspectives, strict=True):
+        assert line == f"- {p.name}: {p.text.strip()}"
+
+
+async def test_overton_list_style_streams_no_tokens_only_the_response(
+    default_pool: list[Community], embedder: CachedEmbedder, scripted_pool: ModelPool
+) -> None:
+    plural = Pluralism(
+        default_pool,
+        embedder=embedder,
+        models=scripted_pool,
+        settings=Settings(overton_style="list"),
+    )
+    items = [x async for x in plural.astream("Is tipping required?", mode="overton")]
+    assert len(items) == 1 and isinstance(items[0], PluralResponse)
+    assert items[0].text.startswith("Views differ on this:")
+
+
 def test_steerable_answers_as_the_matched_community(
     plural: Pluralism, scripted: ScriptedChatModel
 ) -> None:

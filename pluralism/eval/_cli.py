@@ -55,9 +55,10 @@ def _run(
     split: str,
     attribute: list[str] | None,
     communities: Path | None,
+    style: str = "synthesize",
 ) -> None:
     from pluralism.errors import InputError
-    from pluralism.eval._methods import parse_method
+    from pluralism.eval._methods import method_label, parse_method, parse_style
     from pluralism.eval._report import write_report
     from pluralism.eval._runner import run
 
@@ -66,6 +67,7 @@ def _run(
     if communities is not None and not communities.is_dir():
         raise InputError(f"Community directory {communities} does not exist; pass a directory.")
     m = parse_method(method)
+    overton_style = parse_style(style)
     summary = run(
         task,  # type: ignore[arg-type]
         data,
@@ -77,6 +79,7 @@ def _run(
         attributes=attribute or (),
         communities=communities,
         progress=not as_json,
+        overton_style=overton_style,
     )
     report = write_report(out)
     if as_json:
@@ -85,8 +88,9 @@ def _run(
     from rich.console import Console
 
     console = Console()
+    label = method_label(m, overton_style)
     console.print(
-        f"[bold]{task}[/] · {m}: {summary.metric} = [bold]{summary.value:.4f}[/] over "
+        f"[bold]{task}[/] · {label}: {summary.metric} = [bold]{summary.value:.4f}[/] over "
         f"{summary.n} rows"
         + (f" ({summary.skipped} rows skipped: population unknown)" if summary.skipped else "")
     )
@@ -104,9 +108,17 @@ def overton(
     split: SplitOpt = "all",
     attribute: AttrOpt = None,
     communities: CommOpt = None,
+    style: Annotated[
+        str,
+        typer.Option(
+            "--style",
+            help="pluralism's Overton answer: synthesize (the meta model writes it) | list "
+            "(the community drafts under their names, sharing the answer's token budget).",
+        ),
+    ] = "synthesize",
 ) -> None:
     """Overton coverage: the share of a situation's values the answer covers."""
-    _run("overton", data, limit, method, out, as_json, seed, split, attribute, communities)
+    _run("overton", data, limit, method, out, as_json, seed, split, attribute, communities, style)
 
 
 @app.command()

@@ -20,6 +20,8 @@ from pluralism.types import GenerationParams, Message
 
 Method = Literal["vanilla", "prompting", "pluralism"]
 METHODS: tuple[Method, ...] = ("vanilla", "prompting", "pluralism")
+OvertonStyle = Literal["synthesize", "list"]
+STYLES: tuple[OvertonStyle, ...] = ("synthesize", "list")
 
 OVERTON_ASK = "{q}\n\nWhat should one think about this situation? Answer in a short paragraph."
 OVERTON_DIVERSE = (
@@ -39,6 +41,19 @@ def parse_method(method: str) -> Method:
         if m == known:
             return known
     raise InputError(f"Unknown method {method!r}; use one of: {', '.join(METHODS)}.")
+
+
+def parse_style(style: str) -> OvertonStyle:
+    s = style.strip().lower()
+    for known in STYLES:
+        if s == known:
+            return known
+    raise InputError(f"Unknown Overton style {style!r}; use one of: {', '.join(STYLES)}.")
+
+
+def method_label(method: Method, style: OvertonStyle) -> str:
+    """How results files and reports name a run: the list style is a run of its own."""
+    return f"{method}_list" if method == "pluralism" and style == "list" else method
 
 
 def describe(attribute: str) -> str:
@@ -68,9 +83,14 @@ class Answerer:
         communities: str | Path | None = None,
         seed: int | None = None,
         pluralism: Any = None,
+        overton_style: OvertonStyle = "synthesize",
     ) -> None:
         self.method = method
         self.seed = seed
+        # A system passed in brings its own style; results files must name the one it uses.
+        self.overton_style: OvertonStyle = (
+            pluralism.settings.overton_style if pluralism is not None else overton_style
+        )
         self._communities = communities
         self._pluralism = pluralism
         self._model: Any = None
@@ -93,11 +113,17 @@ class Answerer:
             from pluralism.settings import Settings
 
             pool = self.pool()
+            top_k = Settings().top_k
+            # In the list style the drafts are the answer, so together they get the answer
+            # budget every other method gets; otherwise they are notes for the meta model.
+            draft_tokens = ANSWER_TOKENS // top_k if self.overton_style == "list" else 48
             settings = Settings(
                 rules_k=0,
                 steer_threshold=-1.0,
+                top_k=top_k,
+                overton_style=self.overton_style,
                 meta_model=pool[0].model,
-                draft=GenerationParams(max_tokens=48, seed=self.seed),
+                draft=GenerationParams(max_tokens=draft_tokens, seed=self.seed),
                 meta=GenerationParams(max_tokens=ANSWER_TOKENS, seed=self.seed),
             )
             self._pluralism = Pluralism(pool, rules=None, settings=settings)

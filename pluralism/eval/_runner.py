@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pluralism.errors import InputError
 from pluralism.eval._data import Item, Task, is_heldout, load_items
-from pluralism.eval._methods import Answerer, Method
+from pluralism.eval._methods import Answerer, Method, OvertonStyle, method_label
 from pluralism.eval._metrics import CoverageJudge, coverage, js_distance, mean, top_match
 
 Split = Literal["all", "heldout", "train"]
@@ -36,19 +36,25 @@ class Summary:
     n: int
     skipped: int
     results: Path
+    overton_style: OvertonStyle = "synthesize"
 
     def as_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "task": self.task,
             "method": self.method,
             "metric": self.metric,
             "value": round(self.value, 4),
             "n": self.n,
         }
+        if self.task == "overton" and self.method == "pluralism":
+            out["style"] = self.overton_style
+        return out
 
 
-def results_path(out: Path, task: Task, data: Path, method: Method) -> Path:
-    return out / f"{task}-{data.stem}-{method}.jsonl"
+def results_path(
+    out: Path, task: Task, data: Path, method: Method, style: OvertonStyle = "synthesize"
+) -> Path:
+    return out / f"{task}-{data.stem}-{method_label(method, style)}.jsonl"
 
 
 def read_results(path: Path) -> dict[str, dict[str, Any]]:
@@ -125,11 +131,14 @@ def run(
     judge: CoverageJudge | None = None,
     answerer: Answerer | None = None,
     progress: bool = True,
+    overton_style: OvertonStyle = "synthesize",
 ) -> Summary:
     """Evaluate `method` on `task` rows of `data`, resuming from earlier results in `out`."""
     data_path = Path(data)
     items = load_items(data_path, task)
-    ans = answerer or Answerer(method, communities=communities, seed=seed)
+    ans = answerer or Answerer(
+        method, communities=communities, seed=seed, overton_style=overton_style
+    )
     keep = None
     if task == "distributional":
         # Only rows whose population the pool can weigh; the same rows for every method.
@@ -145,7 +154,7 @@ def run(
     )
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = results_path(out_dir, task, data_path, method)
+    path = results_path(out_dir, task, data_path, method, ans.overton_style)
     done = read_results(path)
     todo = [it for it in chosen if it.key not in done]
     if task == "overton" and judge is None:
@@ -155,8 +164,9 @@ def run(
     with path.open("a", encoding="utf-8") as fh, _progress(progress) as bar:
         if path.stat().st_size and not path.read_bytes().endswith(b"\n"):
             fh.write("\n")  # a line cut short by a kill must not swallow the next result
+        label = method_label(method, ans.overton_style)
         tid = bar.add_task(
-            f"{task} · {method}", total=len(chosen), completed=len(chosen) - len(todo)
+            f"{task} · {label}", total=len(chosen), completed=len(chosen) - len(todo)
         )
         for it in todo:
             row: dict[str, Any] = {"key": it.key, "attribute": it.attribute}
@@ -172,7 +182,9 @@ def run(
             done[it.key] = row
             bar.advance(tid)
     scores = [float(done[it.key]["score"]) for it in chosen]
-    return Summary(task, method, METRICS[task], mean(scores), len(scores), skipped, path)
+    return Summary(
+        task, method, METRICS[task], mean(scores), len(scores), skipped, path, ans.overton_style
+    )
 
 
 def _progress(enabled: bool) -> Any:

@@ -50,6 +50,14 @@ def merge_near_duplicates(
     return kept, groups
 
 
+def render_list(perspectives: Sequence[Perspective]) -> str:
+    """The "list" style: each distinct view under its community's name, heaviest first."""
+    lines = ["Views differ on this:"]
+    ranked = sorted(perspectives, key=lambda p: -p.weight)
+    lines += [f"- {p.name or p.community}: {p.text.strip()}" for p in ranked]
+    return "\n".join(lines)
+
+
 def meta_messages(
     prompt: str,
     perspectives: Sequence[Perspective],

@@ -53,6 +53,10 @@ def test_unknown_method_and_split(tmp_path: Path) -> None:
     assert_clean_failure(
         run("eval", "distributional", "--data", str(data), "--split", "dev"), "Unknown split"
     )
+    over = fx.write(tmp_path / "o.json", fx.overton_rows())
+    assert_clean_failure(
+        run("eval", "overton", "--data", str(over), "--style", "essay"), "Unknown Overton style"
+    )
 
 
 def test_empty_data_and_filters(tmp_path: Path) -> None:

@@ -150,6 +150,46 @@ def test_pluralism_method_uses_the_system(
     assert result.value == 1.0 and result.n == 2
 
 
+class AllCovered:
+    def covers(self, answer: str, values: Sequence[str]) -> list[bool]:
+        return [bool(answer)] * len(values)
+
+
+def test_list_style_is_a_run_of_its_own(
+    tmp_path: Path, default_pool: Any, embedder: Any, scripted_pool: Any
+) -> None:
+    from pluralism.core import Pluralism
+    from pluralism.settings import Settings
+
+    over = fx.write(tmp_path / "o.json", fx.overton_rows())
+    summaries = {}
+    for style in ("synthesize", "list"):
+        system = Pluralism(
+            default_pool,
+            embedder=embedder,
+            models=scripted_pool,
+            settings=Settings(rules_k=0, overton_style=style),  # type: ignore[arg-type]
+        )
+        summaries[style] = run(
+            "overton",
+            over,
+            "pluralism",
+            out=tmp_path,
+            answerer=Answerer("pluralism", pluralism=system),
+            judge=AllCovered(),
+            progress=False,
+        )
+    listed = summaries["list"]
+    # Not resumed from the synthesized answers: its own file, its own answers.
+    assert listed.results.name == "overton-o-pluralism_list.jsonl"
+    assert summaries["synthesize"].results.name == "overton-o-pluralism.jsonl"
+    rows = read_results(listed.results).values()
+    assert rows and all(r["answer"].startswith("Views differ on this:") for r in rows)
+    assert listed.as_json()["style"] == "list"
+    assert summaries["synthesize"].as_json()["style"] == "synthesize"
+    assert "| pluralism_list |" in write_report(tmp_path).read_text()
+
+
 def test_report_plots_every_method_side_by_side(tmp_path: Path) -> None:
     data = fx.write(tmp_path / "d.json", fx.distributional_rows())
     for method in ("vanilla", "prompting"):

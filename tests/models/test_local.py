@@ -264,3 +264,13 @@ def test_adapters_apply_per_row_in_one_batch(smol_dir: Path, lora_dir: Path) -> 
     assert model.generate([c], GREEDY) == [base]  # no adapters asked: the base model
     plain, adapted = model.score_batch([c, c], ["yes", "no"], adapters=[None, "elders"])
     assert plain != pytest.approx(adapted, abs=1e-6)
+
+
+def test_adapters_without_peft_say_how_to_install(
+    smol: LocalChatModel, lora_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # peft is a core dependency, so hide it the way a broken install would: the import fails.
+    monkeypatch.setitem(sys.modules, "peft", None)
+    with pytest.raises(ModelPackageMissingError, match="pip install peft"):
+        smol.load_adapter("elders", lora_dir)
+    assert smol.adapters == frozenset()  # nothing half-loaded

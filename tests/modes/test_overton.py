@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from pluralism.embedding import CachedEmbedder
-from pluralism.modes.overton import merge_near_duplicates, meta_messages
+from pluralism.modes.overton import merge_near_duplicates, meta_messages, render_list
 from pluralism.types import Perspective
 
 
@@ -40,3 +40,12 @@ def test_meta_prompt_presents_every_perspective_and_keeps_the_operator_system() 
     last = msgs[-1]["content"]
     for needle in ("Service is included.", "Tip 20 percent.", "Europe", "be polite"):
         assert needle in last
+
+
+def test_list_style_names_each_view_heaviest_first() -> None:
+    text = render_list([p("americas", 0.4, "Tip."), p("europe", 0.6, " Service is included. ")])
+    assert text.splitlines() == [
+        "Views differ on this:",
+        "- Europe: Service is included.",
+        "- Americas: Tip.",
+    ]
