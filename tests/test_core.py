@@ -45,19 +45,22 @@ def test_overton_drafts_activated_communities_in_one_batch(
     assert r.trace.models["meta"] == "scripted"
 
 
-def test_overton_list_style_answers_with_the_drafts_and_no_meta_call(
-    default_pool: list[Community],
-    embedder: CachedEmbedder,
-    scripted_pool: ModelPool,
-    scripted: ScriptedChatModel,
-) -> None:
-    plural = Pluralism(
+@pytest.fixture()
+def listing(
+    default_pool: list[Community], embedder: CachedEmbedder, scripted_pool: ModelPool
+) -> Pluralism:
+    return Pluralism(
         default_pool,
         embedder=embedder,
         models=scripted_pool,
         settings=Settings(overton_style="list"),
     )
-    r = plural.respond("Should the government provide free healthcare?", mode="overton")
+
+
+def test_overton_list_style_answers_with_the_drafts_and_no_meta_call(
+    listing: Pluralism, scripted: ScriptedChatModel
+) -> None:
+    r = listing.respond("Should the government provide free healthcare?", mode="overton")
     assert scripted.calls == [("generate", len(r.trace.routing))]  # the drafts, nothing more
     assert "answer" not in r.trace.timings
     lines = r.text.splitlines()
@@ -67,15 +70,9 @@ def test_overton_list_style_answers_with_the_drafts_and_no_meta_call(
 
 
 async def test_overton_list_style_streams_no_tokens_only_the_response(
-    default_pool: list[Community], embedder: CachedEmbedder, scripted_pool: ModelPool
+    listing: Pluralism,
 ) -> None:
-    plural = Pluralism(
-        default_pool,
-        embedder=embedder,
-        models=scripted_pool,
-        settings=Settings(overton_style="list"),
-    )
-    items = [x async for x in plural.astream("Is tipping required?", mode="overton")]
+    items = [x async for x in listing.astream("Is tipping required?", mode="overton")]
     assert len(items) == 1 and isinstance(items[0], PluralResponse)
     assert items[0].text.startswith("Views differ on this:")
 

@@ -12,7 +12,7 @@ points elsewhere, e.g. an OpenAI-compatible server), so the three methods stay c
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pluralism.errors import InputError
 from pluralism.eval._data import Item, Task
@@ -22,6 +22,7 @@ Method = Literal["vanilla", "prompting", "pluralism"]
 METHODS: tuple[Method, ...] = ("vanilla", "prompting", "pluralism")
 OvertonStyle = Literal["synthesize", "list"]
 STYLES: tuple[OvertonStyle, ...] = ("synthesize", "list")
+_T = TypeVar("_T", bound=str)
 
 OVERTON_ASK = "{q}\n\nWhat should one think about this situation? Answer in a short paragraph."
 OVERTON_DIVERSE = (
@@ -35,20 +36,20 @@ VK_ASK = (
 ANSWER_TOKENS = 160
 
 
+def _one_of(value: str, known: tuple[_T, ...], what: str) -> _T:
+    wanted = value.strip().lower()
+    for k in known:
+        if wanted == k:
+            return k
+    raise InputError(f"Unknown {what} {value!r}; use one of: {', '.join(known)}.")
+
+
 def parse_method(method: str) -> Method:
-    m = method.strip().lower()
-    for known in METHODS:
-        if m == known:
-            return known
-    raise InputError(f"Unknown method {method!r}; use one of: {', '.join(METHODS)}.")
+    return _one_of(method, METHODS, "method")
 
 
 def parse_style(style: str) -> OvertonStyle:
-    s = style.strip().lower()
-    for known in STYLES:
-        if s == known:
-            return known
-    raise InputError(f"Unknown Overton style {style!r}; use one of: {', '.join(STYLES)}.")
+    return _one_of(style, STYLES, "Overton style")
 
 
 def method_label(method: Method, style: OvertonStyle) -> str:
