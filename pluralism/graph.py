@@ -197,8 +197,17 @@ def build_graph(rt: Runtime) -> Any:
         """The task's communities, the model they share, and one conversation each."""
         req = task["request"]
         members = [rt.communities[cid] for cid in task["members"]]
+        drafts_answer = (req.mode is Mode.OVERTON and rt.settings.overton_style == "list") or (
+            req.mode is Mode.DISTRIBUTIONAL and not req.options
+        )
         convs = [
-            draft_messages(c, req.prompt, context=task["context"], history=req.history)
+            draft_messages(
+                c,
+                req.prompt,
+                context=task["context"],
+                history=req.history,
+                operator_system=req.system if drafts_answer else None,
+            )
             for c in members
         ]
         return members, rt.community_model(members[0]), convs

@@ -191,6 +191,28 @@ def test_system_prompt_and_history_reach_the_meta_agent(
     assert [m["content"] for m in meta[1:3]] == ["Tipping in the US?", "Usually 20%."]
     drafts = seen[:-1]
     assert all(d[1]["content"] == "Tipping in the US?" for d in drafts)
+    # The meta model applies the operator's instructions; the drafts are only its notes.
+    assert not any("TravelBot" in d[0]["content"] for d in drafts)
+
+
+@pytest.mark.parametrize("mode", ["overton", "distributional"])
+def test_system_prompt_reaches_drafts_that_are_the_answer(
+    listing: Pluralism, scripted: ScriptedChatModel, mode: str
+) -> None:
+    # Overton in the list style and distributional without options answer with the drafts.
+    seen: list[list[dict[str, str]]] = []
+
+    def record(batch, params):  # type: ignore[no-untyped-def]
+        seen.extend([list(c) for c in batch])
+        return ["ok"] * len(batch)
+
+    scripted._responder = record
+    population = "Democrat" if mode == "distributional" else None
+    r = listing.respond("Tipping?", mode=mode, system="Answer in French.", population=population)
+    assert len(seen) == len(r.trace.routing) >= 1  # drafts only, no meta call
+    for conv in seen:
+        assert conv[0]["content"].startswith("Answer in French.\n\n")
+        assert len(conv[0]["content"]) > len("Answer in French.\n\n")  # the persona follows
 
 
 async def test_astream_yields_text_then_the_response(plural: Pluralism) -> None:

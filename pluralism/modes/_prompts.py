@@ -35,9 +35,14 @@ def draft_messages(
     *,
     context: str = "",
     history: Sequence[dict[str, Any]] = (),
+    operator_system: str | None = None,
 ) -> list[Message]:
-    """One community LM's conversation: its persona as system prompt, then the user's turn."""
-    system = community.persona
+    """One community LM's conversation: its persona as system prompt, then the user's turn.
+
+    `operator_system` is given only when the drafts are the answer (no meta model rewrites
+    them), so the operator's instructions still shape what the user reads.
+    """
+    system = with_system(operator_system, community.persona)
     if context:
         system = f"{system}\n\n{context}"
     return [
