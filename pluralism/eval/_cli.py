@@ -56,9 +56,10 @@ def _run(
     attribute: list[str] | None,
     communities: Path | None,
     style: str = "synthesize",
+    top_k: int | None = None,
 ) -> None:
     from pluralism.errors import InputError
-    from pluralism.eval._methods import method_label, parse_method, parse_style
+    from pluralism.eval._methods import DEFAULT_TOP_K, method_label, parse_method, parse_style
     from pluralism.eval._report import write_report
     from pluralism.eval._runner import run
 
@@ -80,6 +81,7 @@ def _run(
         communities=communities,
         progress=not as_json,
         overton_style=overton_style,
+        top_k=top_k or DEFAULT_TOP_K,
     )
     report = write_report(out)
     if as_json:
@@ -88,7 +90,7 @@ def _run(
     from rich.console import Console
 
     console = Console()
-    label = method_label(m, overton_style)
+    label = method_label(m, overton_style, top_k or DEFAULT_TOP_K)
     console.print(
         f"[bold]{task}[/] · {label}: {summary.metric} = [bold]{summary.value:.4f}[/] over "
         f"{summary.n} rows"
@@ -116,9 +118,30 @@ def overton(
             "(the community drafts under their names, sharing the answer's token budget).",
         ),
     ] = "synthesize",
+    top_k: Annotated[
+        int | None,
+        typer.Option(
+            "--top-k",
+            min=1,
+            help="pluralism: how many communities answer (the router's top_k; default 3).",
+        ),
+    ] = None,
 ) -> None:
     """Overton coverage: the share of a situation's values the answer covers."""
-    _run("overton", data, limit, method, out, as_json, seed, split, attribute, communities, style)
+    _run(
+        "overton",
+        data,
+        limit,
+        method,
+        out,
+        as_json,
+        seed,
+        split,
+        attribute,
+        communities,
+        style,
+        top_k,
+    )
 
 
 @app.command()

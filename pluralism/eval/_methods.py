@@ -16,6 +16,7 @@ from typing import Any, Literal, TypeVar
 
 from pluralism.errors import InputError
 from pluralism.eval._data import Item, Task
+from pluralism.settings import Settings
 from pluralism.types import GenerationParams, Message
 
 Method = Literal["vanilla", "prompting", "pluralism"]
@@ -23,6 +24,7 @@ METHODS: tuple[Method, ...] = ("vanilla", "prompting", "pluralism")
 OvertonStyle = Literal["synthesize", "list"]
 STYLES: tuple[OvertonStyle, ...] = ("synthesize", "list")
 _T = TypeVar("_T", bound=str)
+DEFAULT_TOP_K: int = Settings.model_fields["top_k"].default
 
 OVERTON_ASK = "{q}\n\nWhat should one think about this situation? Answer in a short paragraph."
 OVERTON_DIVERSE = (
@@ -52,9 +54,13 @@ def parse_style(style: str) -> OvertonStyle:
     return _one_of(style, STYLES, "Overton style")
 
 
-def method_label(method: Method, style: OvertonStyle) -> str:
-    """How results files and reports name a run: the list style is a run of its own."""
-    return f"{method}_list" if method == "pluralism" and style == "list" else method
+def method_label(method: Method, style: OvertonStyle, top_k: int) -> str:
+    """How results files and reports name a run: a system set away from its defaults (the list
+    style, another `top_k`) is a run of its own, never resumed from another's answers."""
+    if method != "pluralism":
+        return method
+    parts = [method] + (["list"] if style == "list" else [])
+    return "_".join(parts + ([f"k{top_k}"] if top_k != DEFAULT_TOP_K else []))
 
 
 def describe(attribute: str) -> str:
@@ -85,17 +91,23 @@ class Answerer:
         seed: int | None = None,
         pluralism: Any = None,
         overton_style: OvertonStyle = "synthesize",
+        top_k: int = DEFAULT_TOP_K,
     ) -> None:
         self.method = method
         self.seed = seed
-        # A system passed in brings its own style; results files must name the one it uses.
+        # A system passed in brings its own settings; results files must name the ones it uses.
         self.overton_style: OvertonStyle = (
             pluralism.settings.overton_style if pluralism is not None else overton_style
         )
+        self.top_k: int = pluralism.settings.top_k if pluralism is not None else top_k
         self._communities = communities
         self._pluralism = pluralism
         self._model: Any = None
         self._pool: Any = None
+
+    @property
+    def label(self) -> str:
+        return method_label(self.method, self.overton_style, self.top_k)
 
     # -- construction --------------------------------------------------------------------------
     def pool(self) -> Any:
@@ -111,17 +123,15 @@ class Answerer:
         community, since a benchmark item must get an answer."""
         if self._pluralism is None:
             from pluralism.core import Pluralism
-            from pluralism.settings import Settings
 
             pool = self.pool()
-            top_k = Settings().top_k
             # In the list style the drafts are the answer, so together they get the answer
             # budget every other method gets; otherwise they are notes for the meta model.
-            draft_tokens = ANSWER_TOKENS // top_k if self.overton_style == "list" else 48
+            draft_tokens = ANSWER_TOKENS // self.top_k if self.overton_style == "list" else 48
             settings = Settings(
                 rules_k=0,
                 steer_threshold=-1.0,
-                top_k=top_k,
+                top_k=self.top_k,
                 overton_style=self.overton_style,
                 meta_model=pool[0].model,
                 draft=GenerationParams(max_tokens=draft_tokens, seed=self.seed),

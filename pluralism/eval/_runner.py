@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pluralism.errors import InputError
 from pluralism.eval._data import Item, Task, is_heldout, load_items
-from pluralism.eval._methods import Answerer, Method, OvertonStyle, method_label
+from pluralism.eval._methods import DEFAULT_TOP_K, Answerer, Method, OvertonStyle
 from pluralism.eval._metrics import CoverageJudge, coverage, js_distance, mean, top_match
 
 Split = Literal["all", "heldout", "train"]
@@ -37,6 +37,7 @@ class Summary:
     skipped: int
     results: Path
     overton_style: OvertonStyle = "synthesize"
+    top_k: int = DEFAULT_TOP_K
 
     def as_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -48,13 +49,13 @@ class Summary:
         }
         if self.task == "overton" and self.method == "pluralism":
             out["style"] = self.overton_style
+            out["top_k"] = self.top_k
         return out
 
 
-def results_path(
-    out: Path, task: Task, data: Path, method: Method, style: OvertonStyle = "synthesize"
-) -> Path:
-    return out / f"{task}-{data.stem}-{method_label(method, style)}.jsonl"
+def results_path(out: Path, task: Task, data: Path, label: str) -> Path:
+    """`label` is the method's (`Answerer.label`): it names the settings a run used."""
+    return out / f"{task}-{data.stem}-{label}.jsonl"
 
 
 def read_results(path: Path) -> dict[str, dict[str, Any]]:
@@ -132,12 +133,13 @@ def run(
     answerer: Answerer | None = None,
     progress: bool = True,
     overton_style: OvertonStyle = "synthesize",
+    top_k: int = DEFAULT_TOP_K,
 ) -> Summary:
     """Evaluate `method` on `task` rows of `data`, resuming from earlier results in `out`."""
     data_path = Path(data)
     items = load_items(data_path, task)
     ans = answerer or Answerer(
-        method, communities=communities, seed=seed, overton_style=overton_style
+        method, communities=communities, seed=seed, overton_style=overton_style, top_k=top_k
     )
     keep = None
     if task == "distributional":
@@ -154,7 +156,7 @@ def run(
     )
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = results_path(out_dir, task, data_path, method, ans.overton_style)
+    path = results_path(out_dir, task, data_path, ans.label)
     done = read_results(path)
     todo = [it for it in chosen if it.key not in done]
     if task == "overton" and judge is None:
@@ -164,9 +166,8 @@ def run(
     with path.open("a", encoding="utf-8") as fh, _progress(progress) as bar:
         if path.stat().st_size and not path.read_bytes().endswith(b"\n"):
             fh.write("\n")  # a line cut short by a kill must not swallow the next result
-        label = method_label(method, ans.overton_style)
         tid = bar.add_task(
-            f"{task} · {label}", total=len(chosen), completed=len(chosen) - len(todo)
+            f"{task} · {ans.label}", total=len(chosen), completed=len(chosen) - len(todo)
         )
         for it in todo:
             row: dict[str, Any] = {"key": it.key, "attribute": it.attribute}
@@ -183,7 +184,15 @@ def run(
             bar.advance(tid)
     scores = [float(done[it.key]["score"]) for it in chosen]
     return Summary(
-        task, method, METRICS[task], mean(scores), len(scores), skipped, path, ans.overton_style
+        task,
+        method,
+        METRICS[task],
+        mean(scores),
+        len(scores),
+        skipped,
+        path,
+        ans.overton_style,
+        ans.top_k,
     )
 
 

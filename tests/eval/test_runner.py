@@ -163,14 +163,18 @@ def test_list_style_is_a_run_of_its_own(
 
     over = fx.write(tmp_path / "o.json", fx.overton_rows())
     summaries = {}
-    for style in ("synthesize", "list"):
+    for name, style, top_k in (
+        ("synthesize", "synthesize", 3),
+        ("list", "list", 3),
+        ("k5", "list", 5),
+    ):
         system = Pluralism(
             default_pool,
             embedder=embedder,
             models=scripted_pool,
-            settings=Settings(rules_k=0, overton_style=style),  # type: ignore[arg-type]
+            settings=Settings(rules_k=0, overton_style=style, top_k=top_k),
         )
-        summaries[style] = run(
+        summaries[name] = run(
             "overton",
             over,
             "pluralism",
@@ -186,6 +190,8 @@ def test_list_style_is_a_run_of_its_own(
     rows = read_results(listed.results).values()
     assert rows and all(r["answer"].startswith("Views differ on this:") for r in rows)
     assert listed.as_json()["style"] == "list"
+    assert summaries["k5"].results.name == "overton-o-pluralism_list_k5.jsonl"
+    assert summaries["k5"].as_json()["top_k"] == 5
     assert summaries["synthesize"].as_json()["style"] == "synthesize"
     assert "| pluralism_list |" in write_report(tmp_path).read_text()
 
