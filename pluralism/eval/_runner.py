@@ -2,7 +2,7 @@
 
 Each finished item is appended to `<out>/<task>-<data>-<method>.jsonl` and flushed at once, so an
 interrupted run (Ctrl-C, a killed job) loses at most the item in flight; rerunning the same
-command skips what is already there.
+command skips what is already there, scoring it again in case the metric or judge changed.
 """
 
 from __future__ import annotations
@@ -163,6 +163,7 @@ def run(
         from pluralism.eval._metrics import EmbeddingJudge
 
         judge = EmbeddingJudge()
+    _rescore(path, done, {it.key: it for it in items}, task, judge)
     with path.open("a", encoding="utf-8") as fh, _progress(progress) as bar:
         if path.stat().st_size and not path.read_bytes().endswith(b"\n"):
             fh.write("\n")  # a line cut short by a kill must not swallow the next result
@@ -194,6 +195,28 @@ def run(
         ans.overton_style,
         ans.top_k,
     )
+
+
+def _rescore(
+    path: Path,
+    done: dict[str, dict[str, Any]],
+    items: dict[str, Item],
+    task: Task,
+    judge: CoverageJudge | None,
+) -> None:
+    """Stored rows are scored again from their answers, and the file rewritten if a score
+    moved: results from before a metric or judge changed then never mix two judges' scores in
+    one summary or report."""
+    changed = False
+    for key, row in done.items():
+        if key in items:
+            score = score_row(task, items[key], row, judge)
+            changed |= score != row.get("score")
+            row["score"] = score
+    if changed:
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in done.values()), encoding="utf-8")
+        tmp.replace(path)
 
 
 def _progress(enabled: bool) -> Any:

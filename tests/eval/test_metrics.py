@@ -14,6 +14,8 @@ from pluralism.eval._metrics import (
     js_distance,
     mean,
     top_match,
+    units,
+    windows,
 )
 
 
@@ -75,3 +77,29 @@ def test_embedding_judge_is_monotone_in_what_the_answer_says(judge: EmbeddingJud
     scores = [coverage(judge, a, values) for a in answers]
     assert scores == sorted(scores)
     assert scores[0] == 0.0 and scores[-1] == 1.0
+
+
+def test_windows_cover_every_word_in_runs_of_at_most_twenty() -> None:
+    words = [f"w{i}" for i in range(47)]
+    got = windows(" ".join(words))
+    assert all(len(w.split()) <= 20 for w in got)
+    assert {x for w in got for x in w.split()} == set(words)
+    assert got[-1].split()[-1] == "w46"
+    assert windows("a short one") == ["a short one"]
+
+
+def test_a_run_on_sentence_is_judged_like_the_same_words_on_short_lines(
+    judge: EmbeddingJudge,
+) -> None:
+    # The sentence judge scored layout: one 60-word run-on blurred into a single embedding,
+    # while the same words on short lines each embedded sharply.
+    points = [
+        "people should always tell the truth to each other even when it is hard to hear",
+        "friends deserve loyalty and support from one another through good times and bad",
+        "nobody should be put in danger or harmed by what someone else decides to do",
+    ]
+    run_on = " and ".join(points) + "."
+    lines = "\n".join(points)
+    assert all(len(u.split()) <= 20 for u in units(run_on))
+    values = ["Honesty", "Loyalty", "Safety from harm"]
+    assert judge.covers(run_on, values) == judge.covers(lines, values) == [True] * 3

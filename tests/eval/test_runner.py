@@ -155,6 +155,37 @@ class AllCovered:
         return [bool(answer)] * len(values)
 
 
+def test_resumed_rows_are_scored_by_the_current_judge(tmp_path: Path) -> None:
+    data = fx.write(tmp_path / "o.json", fx.overton_rows())
+    first = run(
+        "overton",
+        data,
+        "vanilla",
+        out=tmp_path,
+        answerer=answerer(Interrupting(100)),
+        judge=AllCovered(),
+        progress=False,
+    )
+    assert first.value == 1.0
+
+    class NothingCovered:
+        def covers(self, answer: str, values: Sequence[str]) -> list[bool]:
+            return [False] * len(values)
+
+    # Nothing left to answer: the stored answers are judged again, file and summary alike.
+    again = run(
+        "overton",
+        data,
+        "vanilla",
+        out=tmp_path,
+        answerer=answerer(Interrupting(0)),
+        judge=NothingCovered(),
+        progress=False,
+    )
+    assert again.value == 0.0
+    assert {r["score"] for r in read_results(again.results).values()} == {0.0}
+
+
 def test_list_style_is_a_run_of_its_own(
     tmp_path: Path, default_pool: Any, embedder: Any, scripted_pool: Any
 ) -> None:
