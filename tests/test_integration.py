@@ -102,6 +102,18 @@ def cli(*args: str) -> dict[str, object]:
     [
         (["--mode", "overton"], lambda r: r["mode"] == "overton" and r["text"]),
         (
+            ["--mode", "overton", "--overton-style", "list"],
+            # The answer is the real drafts under their names; no meta call was made.
+            lambda r: (
+                "answer" not in r["trace"]["timings"]
+                and r["text"]
+                == "\n".join(
+                    ["Views differ on this:"]
+                    + [f"- {p['name']}: {p['text'].strip()}" for p in r["perspectives"]]
+                )
+            ),
+        ),
+        (
             ["--mode", "steerable", "--steer", "conservative"],
             lambda r: r["steered_to"] == "conservative",
         ),
