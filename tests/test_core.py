@@ -167,9 +167,8 @@ def test_unknown_population_can_fall_back_to_uniform(
     assert any("Atlantis" in n for n in r.trace.notes)
 
 
-def test_system_prompt_and_history_reach_the_meta_agent(
-    plural: Pluralism, scripted: ScriptedChatModel
-) -> None:
+def recording(scripted: ScriptedChatModel) -> list[list[dict[str, str]]]:
+    """Every conversation the scripted model is sent from now on, in order."""
     seen: list[list[dict[str, str]]] = []
 
     def record(batch, params):  # type: ignore[no-untyped-def]
@@ -177,6 +176,13 @@ def test_system_prompt_and_history_reach_the_meta_agent(
         return ["ok"] * len(batch)
 
     scripted._responder = record
+    return seen
+
+
+def test_system_prompt_and_history_reach_the_meta_agent(
+    plural: Pluralism, scripted: ScriptedChatModel
+) -> None:
+    seen = recording(scripted)
     plural.respond(
         "And in Japan?",
         mode="overton",
@@ -200,13 +206,7 @@ def test_system_prompt_reaches_drafts_that_are_the_answer(
     listing: Pluralism, scripted: ScriptedChatModel, mode: str
 ) -> None:
     # Overton in the list style and distributional without options answer with the drafts.
-    seen: list[list[dict[str, str]]] = []
-
-    def record(batch, params):  # type: ignore[no-untyped-def]
-        seen.extend([list(c) for c in batch])
-        return ["ok"] * len(batch)
-
-    scripted._responder = record
+    seen = recording(scripted)
     population = "Democrat" if mode == "distributional" else None
     r = listing.respond("Tipping?", mode=mode, system="Answer in French.", population=population)
     assert len(seen) == len(r.trace.routing) >= 1  # drafts only, no meta call

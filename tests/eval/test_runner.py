@@ -157,31 +157,20 @@ class AllCovered:
 
 def test_resumed_rows_are_scored_by_the_current_judge(tmp_path: Path) -> None:
     data = fx.write(tmp_path / "o.json", fx.overton_rows())
-    first = run(
-        "overton",
-        data,
-        "vanilla",
-        out=tmp_path,
-        answerer=answerer(Interrupting(100)),
-        judge=AllCovered(),
-        progress=False,
-    )
-    assert first.value == 1.0
 
     class NothingCovered:
         def covers(self, answer: str, values: Sequence[str]) -> list[bool]:
             return [False] * len(values)
 
+    def judged_by(judge: Any, budget: int) -> Any:
+        model = answerer(Interrupting(budget))
+        return run(
+            "overton", data, "vanilla", out=tmp_path, answerer=model, judge=judge, progress=False
+        )
+
+    assert judged_by(AllCovered(), 100).value == 1.0
     # Nothing left to answer: the stored answers are judged again, file and summary alike.
-    again = run(
-        "overton",
-        data,
-        "vanilla",
-        out=tmp_path,
-        answerer=answerer(Interrupting(0)),
-        judge=NothingCovered(),
-        progress=False,
-    )
+    again = judged_by(NothingCovered(), 0)
     assert again.value == 0.0
     assert {r["score"] for r in read_results(again.results).values()} == {0.0}
 
