@@ -17,6 +17,7 @@ from pluralism.models._protocol import ChatModel
 from pluralism.router import Router, RouterSettings
 from pluralism.settings import Settings
 from pluralism.types import (
+    OVERTON_STYLES,
     Community,
     GenerationParams,
     Mode,
@@ -153,11 +154,13 @@ class Pluralism:
         system: str | None = None,
         history: Sequence[dict[str, Any]] | None = None,
         params: GenerationParams | None = None,
+        overton_style: str | None = None,
     ) -> PluralRequest:
         """Validate the arguments of one request; every bad input is an `InputError`.
 
         `tags` say what the request is about: rules whose scope names tags apply only to
-        requests sharing one of them.
+        requests sharing one of them. `overton_style` overrides `Settings.overton_style` for
+        this request.
         """
         if not isinstance(prompt, str) or not prompt.strip():
             raise InputError("The prompt is empty; pass the question to answer.")
@@ -185,6 +188,14 @@ class Pluralism:
             )
         if isinstance(tags, str):
             raise InputError("Pass tags as a list of names, e.g. tags=['medical'].")
+        style = None
+        if overton_style is not None:
+            style = next((s for s in OVERTON_STYLES if s == overton_style), None)
+            if style is None:
+                raise InputError(
+                    f"Unknown Overton style {overton_style!r}; use one of: "
+                    f"{', '.join(OVERTON_STYLES)}."
+                )
         return PluralRequest(
             prompt=prompt.strip(),
             mode=resolved,
@@ -196,6 +207,7 @@ class Pluralism:
             system=system,
             history=list(history or []),
             params=params,
+            overton_style=style,
         )
 
     async def arespond(self, prompt: str, **kwargs: Any) -> PluralResponse:

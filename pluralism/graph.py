@@ -197,7 +197,7 @@ def build_graph(rt: Runtime) -> Any:
         """The task's communities, the model they share, and one conversation each."""
         req = task["request"]
         members = [rt.communities[cid] for cid in task["members"]]
-        drafts_answer = (req.mode is Mode.OVERTON and rt.settings.overton_style == "list") or (
+        drafts_answer = (req.mode is Mode.OVERTON and style_of(req) == "list") or (
             req.mode is Mode.DISTRIBUTIONAL and not req.options
         )
         convs = [
@@ -211,6 +211,9 @@ def build_graph(rt: Runtime) -> Any:
             for c in members
         ]
         return members, rt.community_model(members[0]), convs
+
+    def style_of(req: PluralRequest) -> str:
+        return req.overton_style or rt.settings.overton_style
 
     def batch_result(
         step: str, model: ChatModel, drafts: list[Perspective], t0: float
@@ -267,7 +270,7 @@ def build_graph(rt: Runtime) -> Any:
                 drafts, rt.embedder, threshold=rt.settings.merge_threshold
             )
             drafts, trace_extra["merged"] = kept, merged
-            if rt.settings.overton_style == "list":
+            if style_of(req) == "list":
                 text = overton.render_list(kept)
             else:
                 out["meta_messages"] = overton.meta_messages(

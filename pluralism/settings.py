@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pluralism.types import GenerationParams, Mode, ModelSpec
+from pluralism.types import GenerationParams, Mode, ModelSpec, OvertonStyle
 
 
 class Settings(BaseModel):
@@ -26,7 +26,7 @@ class Settings(BaseModel):
     # Overton answer: "synthesize" has the meta model write one answer from the drafts, which
     # needs a capable meta model; "list" returns the drafts themselves under their communities'
     # names, with no meta call, so a small meta model cannot garble or drop a view.
-    overton_style: Literal["synthesize", "list"] = "synthesize"
+    overton_style: OvertonStyle = "synthesize"
     # Distributional: an unknown population is an error unless this is False (then uniform).
     strict_population: bool = True
     draft: GenerationParams = Field(default_factory=lambda: GenerationParams(max_tokens=64))

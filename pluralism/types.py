@@ -186,6 +186,11 @@ class PluralResponse(BaseModel):
     trace: Trace = Field(default_factory=Trace)
 
 
+# How an Overton answer is written: see `Settings.overton_style`.
+OvertonStyle = Literal["synthesize", "list"]
+OVERTON_STYLES: tuple[OvertonStyle, ...] = ("synthesize", "list")
+
+
 class PluralRequest(BaseModel):
     """A validated request; the library and the proxy both build one."""
 
@@ -202,3 +207,4 @@ class PluralRequest(BaseModel):
     system: str | None = None
     history: list[dict[str, Any]] = Field(default_factory=list)
     params: GenerationParams | None = None
+    overton_style: OvertonStyle | None = None  # None: the instance's setting

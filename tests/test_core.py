@@ -201,6 +201,16 @@ def test_system_prompt_and_history_reach_the_meta_agent(
     assert not any("TravelBot" in d[0]["content"] for d in drafts)
 
 
+def test_overton_style_can_be_chosen_per_request(
+    plural: Pluralism, scripted: ScriptedChatModel
+) -> None:
+    r = plural.respond("Is tipping required?", mode="overton", overton_style="list")
+    assert r.text.startswith("Views differ on this:")
+    assert scripted.calls == [("generate", len(r.trace.routing))]  # no meta call
+    with pytest.raises(InputError, match="Unknown Overton style 'essay'; use one of"):
+        plural.respond("Is tipping required?", mode="overton", overton_style="essay")
+
+
 @pytest.mark.parametrize("mode", ["overton", "distributional"])
 def test_system_prompt_reaches_drafts_that_are_the_answer(
     listing: Pluralism, scripted: ScriptedChatModel, mode: str

@@ -41,6 +41,9 @@ class PluralismOptions(BaseModel):
         None, min_length=2, max_length=26, description="answer options (2 to 26)"
     )
     principles: bool | None = Field(None, description="generate situated principles first")
+    overton_style: Literal["synthesize", "list"] | None = Field(
+        None, description="overton: synthesize (the meta model writes it) or list (the drafts)"
+    )
     tags: list[str] | None = Field(
         None, max_length=32, description="what the request is about, for tag-scoped rules"
     )

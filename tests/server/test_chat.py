@@ -52,6 +52,30 @@ def test_sync_client_in_every_mode(
         assert p["steered_to"] == "europe"
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_overton_list_style_per_request(client: openai.OpenAI, stream: bool) -> None:
+    extra = {"pluralism": {"overton_style": "list"}}
+    messages = [{"role": "user", "content": QUESTION}]
+    if stream:
+        chunks = list(
+            client.chat.completions.create(
+                model="pluralism/overton", messages=messages, extra_body=extra, stream=True
+            )
+        )
+        text = "".join(c.choices[0].delta.content or "" for c in chunks)
+        p = chunks[-1].model_extra["pluralism"]
+    else:
+        completion = client.chat.completions.create(
+            model="pluralism/overton", messages=messages, extra_body=extra
+        )
+        text = completion.choices[0].message.content or ""
+        p = info(completion)
+    # The answer is the community drafts under their names; no meta model wrote it.
+    assert text.startswith("Views differ on this:\n- ")
+    assert text.count("\n- ") == len(p["perspectives"])
+    assert "answer" not in p["timings"]
+
+
 @pytest.mark.parametrize(("model", "extra"), MODES)
 async def test_async_client_in_every_mode(
     aclient: openai.AsyncOpenAI, model: str, extra: dict[str, Any]

@@ -72,6 +72,13 @@ def still_serving(proxy: ProxyServer) -> None:
             "max_tokens",
         ),
         (
+            b'{"model": "pluralism/overton", "pluralism": {"overton_style": "essay"}, '
+            b'"messages": [{"role": "user", "content": "hi"}]}',
+            400,
+            "invalid_value",
+            "pluralism.overton_style",
+        ),
+        (
             b'{"model": "pluralism/rules", "messages": [{"role": "wizard", "content": "hi"}]}',
             400,
             "invalid_value",
