@@ -17,12 +17,10 @@ from typing import Any, Literal, TypeVar
 from pluralism.errors import InputError
 from pluralism.eval._data import Item, Task
 from pluralism.settings import Settings
-from pluralism.types import GenerationParams, Message
+from pluralism.types import OVERTON_STYLES, GenerationParams, Message, OvertonStyle
 
 Method = Literal["vanilla", "prompting", "pluralism"]
 METHODS: tuple[Method, ...] = ("vanilla", "prompting", "pluralism")
-OvertonStyle = Literal["synthesize", "list"]
-STYLES: tuple[OvertonStyle, ...] = ("synthesize", "list")
 _T = TypeVar("_T", bound=str)
 DEFAULT_TOP_K: int = Settings.model_fields["top_k"].default
 
@@ -51,7 +49,7 @@ def parse_method(method: str) -> Method:
 
 
 def parse_style(style: str) -> OvertonStyle:
-    return _one_of(style, STYLES, "Overton style")
+    return _one_of(style, OVERTON_STYLES, "Overton style")
 
 
 def method_label(method: Method, style: OvertonStyle, top_k: int) -> str:

@@ -16,8 +16,9 @@ from typing import Any, Literal
 
 from pluralism.errors import InputError
 from pluralism.eval._data import Item, Task, is_heldout, load_items
-from pluralism.eval._methods import DEFAULT_TOP_K, Answerer, Method, OvertonStyle
+from pluralism.eval._methods import DEFAULT_TOP_K, Answerer, Method
 from pluralism.eval._metrics import CoverageJudge, coverage, js_distance, mean, top_match
+from pluralism.types import OvertonStyle
 
 Split = Literal["all", "heldout", "train"]
 METRICS: dict[Task, str] = {
