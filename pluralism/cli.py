@@ -95,13 +95,12 @@ def ask(
     policies: PoliciesOpt = None,
 ) -> None:
     """Answer PROMPT in one of the three pluralism modes."""
-    from pluralism.core import parse_mode
-    from pluralism.errors import InputError
+    from pluralism.core import Pluralism, parse_mode
     from pluralism.types import GenerationParams
 
-    parse_mode(mode)  # fail on a typo before loading any model
-    if overton_style not in ("synthesize", "list"):
-        raise InputError(f"Unknown Overton style {overton_style!r}; use synthesize or list.")
+    # Fail on a typo before loading any model.
+    parse_mode(mode)
+    Pluralism.check_overton_style(overton_style)
     with err.status("Loading models…"):
         p = _load(
             communities,

@@ -21,6 +21,7 @@ from pluralism.types import (
     Community,
     GenerationParams,
     Mode,
+    OvertonStyle,
     PluralRequest,
     PluralResponse,
     clean_tags,
@@ -141,6 +142,16 @@ class Pluralism:
         return model
 
     # -- requests -------------------------------------------------------------------------------
+    @staticmethod
+    def check_overton_style(style: str) -> OvertonStyle:
+        """`style` as an Overton style, or an `InputError` naming the ones there are."""
+        for known in OVERTON_STYLES:
+            if style == known:
+                return known
+        raise InputError(
+            f"Unknown Overton style {style!r}; use one of: {', '.join(OVERTON_STYLES)}."
+        )
+
     def request(
         self,
         prompt: str,
@@ -188,14 +199,7 @@ class Pluralism:
             )
         if isinstance(tags, str):
             raise InputError("Pass tags as a list of names, e.g. tags=['medical'].")
-        style = None
-        if overton_style is not None:
-            style = next((s for s in OVERTON_STYLES if s == overton_style), None)
-            if style is None:
-                raise InputError(
-                    f"Unknown Overton style {overton_style!r}; use one of: "
-                    f"{', '.join(OVERTON_STYLES)}."
-                )
+        style = None if overton_style is None else self.check_overton_style(overton_style)
         return PluralRequest(
             prompt=prompt.strip(),
             mode=resolved,

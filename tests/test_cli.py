@@ -48,7 +48,7 @@ def test_unknown_mode_fails_before_loading_models() -> None:
 
 def test_unknown_overton_style_fails_before_loading_models() -> None:
     proc = run("ask", "Is tipping required?", "--overton-style", "essay", timeout=60)
-    assert_clean_failure(proc, "Unknown Overton style 'essay'; use synthesize or list")
+    assert_clean_failure(proc, "Unknown Overton style 'essay'; use one of: synthesize, list")
 
 
 def test_broken_community_file_names_file_and_field(tmp_path: Path) -> None:
