@@ -95,12 +95,12 @@ def ask(
     policies: PoliciesOpt = None,
 ) -> None:
     """Answer PROMPT in one of the three pluralism modes."""
-    from pluralism.core import Pluralism, parse_mode
-    from pluralism.types import GenerationParams
+    from pluralism.core import parse_mode
+    from pluralism.types import GenerationParams, parse_overton_style
 
     # Fail on a typo before loading any model.
     parse_mode(mode)
-    Pluralism.check_overton_style(overton_style)
+    parse_overton_style(overton_style)
     with err.status("Loading models…"):
         p = _load(
             communities,

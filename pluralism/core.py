@@ -17,14 +17,13 @@ from pluralism.models._protocol import ChatModel
 from pluralism.router import Router, RouterSettings
 from pluralism.settings import Settings
 from pluralism.types import (
-    OVERTON_STYLES,
     Community,
     GenerationParams,
     Mode,
-    OvertonStyle,
     PluralRequest,
     PluralResponse,
     clean_tags,
+    parse_overton_style,
 )
 
 T = TypeVar("T")
@@ -142,16 +141,6 @@ class Pluralism:
         return model
 
     # -- requests -------------------------------------------------------------------------------
-    @staticmethod
-    def check_overton_style(style: str) -> OvertonStyle:
-        """`style` as an Overton style, or an `InputError` naming the ones there are."""
-        for known in OVERTON_STYLES:
-            if style == known:
-                return known
-        raise InputError(
-            f"Unknown Overton style {style!r}; use one of: {', '.join(OVERTON_STYLES)}."
-        )
-
     def request(
         self,
         prompt: str,
@@ -199,7 +188,7 @@ class Pluralism:
             )
         if isinstance(tags, str):
             raise InputError("Pass tags as a list of names, e.g. tags=['medical'].")
-        style = None if overton_style is None else self.check_overton_style(overton_style)
+        style = None if overton_style is None else parse_overton_style(overton_style)
         return PluralRequest(
             prompt=prompt.strip(),
             mode=resolved,

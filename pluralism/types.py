@@ -13,6 +13,8 @@ from typing import Any, Literal, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from pluralism.errors import InputError
+
 
 class Mode(StrEnum):
     """How the meta-agent aggregates community drafts (Modular Pluralism / the Roadmap)."""
@@ -189,6 +191,14 @@ class PluralResponse(BaseModel):
 # How an Overton answer is written: see `Settings.overton_style`.
 OvertonStyle = Literal["synthesize", "list"]
 OVERTON_STYLES: tuple[OvertonStyle, ...] = ("synthesize", "list")
+
+
+def parse_overton_style(value: str) -> OvertonStyle:
+    """`value` as an Overton style, or an `InputError` naming the styles there are."""
+    for known in OVERTON_STYLES:
+        if value == known:
+            return known
+    raise InputError(f"Unknown Overton style {value!r}; use one of: {', '.join(OVERTON_STYLES)}.")
 
 
 class PluralRequest(BaseModel):

@@ -59,7 +59,7 @@ def _run(
     top_k: int | None = None,
 ) -> None:
     from pluralism.errors import InputError
-    from pluralism.eval._methods import DEFAULT_TOP_K, method_label, parse_method, parse_style
+    from pluralism.eval._methods import DEFAULT_TOP_K, parse_method, parse_style
     from pluralism.eval._report import write_report
     from pluralism.eval._runner import run
 
@@ -90,9 +90,8 @@ def _run(
     from rich.console import Console
 
     console = Console()
-    label = method_label(m, overton_style, top_k or DEFAULT_TOP_K)
     console.print(
-        f"[bold]{task}[/] · {label}: {summary.metric} = [bold]{summary.value:.4f}[/] over "
+        f"[bold]{task}[/] · {summary.label}: {summary.metric} = [bold]{summary.value:.4f}[/] over "
         f"{summary.n} rows"
         + (f" ({summary.skipped} rows skipped: population unknown)" if summary.skipped else "")
     )

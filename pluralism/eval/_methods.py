@@ -12,16 +12,15 @@ points elsewhere, e.g. an OpenAI-compatible server), so the three methods stay c
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 from pluralism.errors import InputError
 from pluralism.eval._data import Item, Task
 from pluralism.settings import Settings
-from pluralism.types import OVERTON_STYLES, GenerationParams, Message, OvertonStyle
+from pluralism.types import GenerationParams, Message, OvertonStyle, parse_overton_style
 
 Method = Literal["vanilla", "prompting", "pluralism"]
 METHODS: tuple[Method, ...] = ("vanilla", "prompting", "pluralism")
-_T = TypeVar("_T", bound=str)
 DEFAULT_TOP_K: int = Settings.model_fields["top_k"].default
 
 OVERTON_ASK = "{q}\n\nWhat should one think about this situation? Answer in a short paragraph."
@@ -36,20 +35,16 @@ VK_ASK = (
 ANSWER_TOKENS = 160
 
 
-def _one_of(value: str, known: tuple[_T, ...], what: str) -> _T:
-    wanted = value.strip().lower()
-    for k in known:
-        if wanted == k:
-            return k
-    raise InputError(f"Unknown {what} {value!r}; use one of: {', '.join(known)}.")
-
-
 def parse_method(method: str) -> Method:
-    return _one_of(method, METHODS, "method")
+    m = method.strip().lower()
+    for known in METHODS:
+        if m == known:
+            return known
+    raise InputError(f"Unknown method {method!r}; use one of: {', '.join(METHODS)}.")
 
 
 def parse_style(style: str) -> OvertonStyle:
-    return _one_of(style, OVERTON_STYLES, "Overton style")
+    return parse_overton_style(style.strip().lower())
 
 
 def method_label(method: Method, style: OvertonStyle, top_k: int) -> str:

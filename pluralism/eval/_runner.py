@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pluralism.errors import InputError
 from pluralism.eval._data import Item, Task, is_heldout, load_items
-from pluralism.eval._methods import DEFAULT_TOP_K, Answerer, Method
+from pluralism.eval._methods import DEFAULT_TOP_K, Answerer, Method, method_label
 from pluralism.eval._metrics import CoverageJudge, coverage, js_distance, mean, top_match
 from pluralism.types import OvertonStyle
 
@@ -39,6 +39,10 @@ class Summary:
     results: Path
     overton_style: OvertonStyle = "synthesize"
     top_k: int = DEFAULT_TOP_K
+
+    @property
+    def label(self) -> str:
+        return method_label(self.method, self.overton_style, self.top_k)
 
     def as_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {

@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from pluralism.types import OvertonStyle
+
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
 
 
@@ -41,7 +43,7 @@ class PluralismOptions(BaseModel):
         None, min_length=2, max_length=26, description="answer options (2 to 26)"
     )
     principles: bool | None = Field(None, description="generate situated principles first")
-    overton_style: Literal["synthesize", "list"] | None = Field(
+    overton_style: OvertonStyle | None = Field(
         None, description="overton: synthesize (the meta model writes it) or list (the drafts)"
     )
     tags: list[str] | None = Field(
