@@ -57,6 +57,8 @@ def test_unknown_method_and_split(tmp_path: Path) -> None:
     assert_clean_failure(
         run("eval", "overton", "--data", str(over), "--style", "essay"), "Unknown Overton style"
     )
+    proc = run("eval", "overton", "--data", str(over), "--top-k", "0")
+    assert proc.returncode == 2 and "Invalid value for '--top-k'" in proc.stderr  # a usage error
 
 
 def test_empty_data_and_filters(tmp_path: Path) -> None:
