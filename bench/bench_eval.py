@@ -69,7 +69,11 @@ def main() -> None:
         limit=args.limit,
         keep=lambda it: ans.knows(it.attribute),
     )
-    # Warm up: load the model and every adapter before either side is timed.
+    # Warm up: load the model, every adapter and every answers file before either side is timed.
+    from pluralism._calls import answer_memory
+
+    for community in system.communities:
+        answer_memory(community, system.embedder)
     ans.distribution(items[0], "distributional")
     modular_pluralism(system, items[0], with_messages=False)
 

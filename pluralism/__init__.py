@@ -39,6 +39,7 @@ from pluralism.types import (
 )
 
 if TYPE_CHECKING:
+    from pluralism.answers import Answered, AnswerMemory
     from pluralism.config import load_communities
     from pluralism.core import Pluralism
     from pluralism.embedding import CachedEmbedder, Embedder, SentenceTransformerEmbedder
@@ -59,6 +60,8 @@ _LAZY = {
     "Pluralism": "pluralism.core",
     "Settings": "pluralism.settings",
     "load_communities": "pluralism.config",
+    "AnswerMemory": "pluralism.answers",
+    "Answered": "pluralism.answers",
     "Embedder": "pluralism.embedding",
     "SentenceTransformerEmbedder": "pluralism.embedding",
     "CachedEmbedder": "pluralism.embedding",
@@ -80,6 +83,8 @@ __getattr__ = lazy_attributes("pluralism", _LAZY, globals())
 
 
 __all__ = [
+    "AnswerMemory",
+    "Answered",
     "CachedEmbedder",
     "ChatModel",
     "Community",

@@ -1,4 +1,4 @@
-"""Calls into models and the rule memory on behalf of the graph's nodes.
+"""Calls into models, answer memories and the rule memory on behalf of the graph's nodes.
 
 Adapters are resolved here: a community's LoRA adapter is loaded into its (shared) local model on
 first use and named per row, so communities with different adapters still share one batch.
@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from pluralism.embedding import Embedder
 from pluralism.models._protocol import ChatModel
 from pluralism.types import Community, Message, RuleHit, RuleScope
 
@@ -82,3 +83,44 @@ async def score_for(
         return await model.ascore_batch(prompts, options)
     score = model.score_batch
     return list(await asyncio.to_thread(lambda: score(prompts, options, adapters=names)))  # type: ignore[call-arg]
+
+
+def answer_memory(community: Community, embedder: Embedder) -> Any:
+    """The community's answer memory (`answers:`, relative to its file), or None."""
+    if not community.answers:
+        return None
+    from pluralism.answers import memory_for
+
+    base = Path(community.source).parent if community.source else Path.cwd()
+    return memory_for(base / community.answers, embedder)
+
+
+def with_answers(
+    members: Sequence[Community],
+    question: str,
+    options: list[str],
+    dists: list[list[float]],
+    embedder: Embedder,
+    *,
+    k: int,
+    weight: float,
+) -> tuple[list[list[float]], list[str]]:
+    """Each member's option distribution blended with what its answered questions say, and a
+    trace note per member that recalled some."""
+    from pluralism.answers import blend
+
+    out: list[list[float]] = []
+    notes: list[str] = []
+    for c, d in zip(members, dists, strict=True):
+        memory = answer_memory(c, embedder) if weight > 0 else None
+        recalled = memory.recall(question, options, k) if memory is not None else None
+        if recalled is None:
+            out.append(d)
+            continue
+        out.append(blend(d, recalled, weight))
+        nearest, sim = recalled.neighbours[0]
+        notes.append(
+            f"answers: {c.id} blended {len(recalled.neighbours)} answered questions at weight "
+            f"{weight:g} (nearest {sim:.2f}: {nearest[:80]!r})"
+        )
+    return out, notes

@@ -144,18 +144,25 @@ def _show(response: Any) -> None:
 
 @app.command("communities")
 def list_communities(communities: CommunitiesOpt = None) -> None:
-    """Show the community pool as a table."""
+    """Show the community pool as a table (and check each answers file it names)."""
+    from pluralism.answers import load_answers
     from pluralism.config import default_dir, load_communities
 
     pool = load_communities(communities or default_dir("communities"))
     # Ids are what users type (steer targets, file names): never cut them short.
     ids = Column("id", no_wrap=True, min_width=max((len(c.id) for c in pool), default=2))
-    table = Table(ids, "kind", "name", "model", "adapter", "populations", title="communities")
+    table = Table(
+        ids, "kind", "name", "model", "adapter", "answers", "populations", title="communities"
+    )
     for c in pool:
         pops = [*c.population.countries, *c.population.groups]
         shown = ", ".join(pops[:4]) + (f" (+{len(pops) - 4})" if len(pops) > 4 else "")
         model = c.model.backend + (f":{c.model.name}" if c.model.name else "")
-        table.add_row(c.id, c.kind, c.name, model, c.adapter or "-", shown or "-")
+        answered = "-"
+        if c.answers:
+            base = Path(c.source).parent if c.source else Path.cwd()
+            answered = f"{len(load_answers(base / c.answers))} questions"
+        table.add_row(c.id, c.kind, c.name, model, c.adapter or "-", answered, shown or "-")
     out.print(table)
 
 

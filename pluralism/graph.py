@@ -19,7 +19,7 @@ from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Send
 
-from pluralism._calls import generate_for, recall_rules, score_for
+from pluralism._calls import generate_for, recall_rules, score_for, with_answers
 from pluralism.embedding import Embedder
 from pluralism.errors import InputError
 from pluralism.models._protocol import ChatModel
@@ -241,8 +241,21 @@ def build_graph(rt: Runtime) -> Any:
     async def score(task: DraftTask) -> dict[str, Any]:
         t0 = time.perf_counter()
         members, model, convs = batch_for(task)
-        options = task["request"].options or []
+        req = task["request"]
+        options = req.options or []
         dists = await score_for(model, convs, options, members)
+        notes: list[str] = []
+        if rt.settings.answers_weight > 0 and any(c.answers for c in members):
+            dists, notes = await asyncio.to_thread(
+                with_answers,
+                members,
+                req.prompt,
+                options,
+                dists,
+                rt.embedder,
+                k=rt.settings.answers_k,
+                weight=rt.settings.answers_weight,
+            )
         drafts = [
             Perspective(
                 community=c.id,
@@ -253,7 +266,7 @@ def build_graph(rt: Runtime) -> Any:
             )
             for c, d in zip(members, dists, strict=True)
         ]
-        return batch_result("score", model, drafts, t0)
+        return {**batch_result("score", model, drafts, t0), "notes": notes}
 
     async def aggregate(state: State) -> dict[str, Any]:
         t0 = time.perf_counter()

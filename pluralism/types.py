@@ -100,6 +100,9 @@ class Community(BaseModel):
     persona: str = Field(min_length=1)
     model: ModelSpec = Field(default_factory=ModelSpec)
     adapter: str | None = None
+    # A JSONL file of questions this community answered (pluralism.answers), relative to the
+    # community file; recalled when its model scores options.
+    answers: str | None = None
     population: Membership = Field(default_factory=Membership)
     # Where the community came from, for error messages; not part of the file format.
     source: str | None = Field(default=None, exclude=True)

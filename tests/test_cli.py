@@ -57,6 +57,21 @@ def test_broken_community_file_names_file_and_field(tmp_path: Path) -> None:
     assert_clean_failure(proc, "x.yaml: field `persona` is required")
 
 
+def test_communities_counts_and_checks_answers_files(tmp_path: Path) -> None:
+    line = json.dumps({"question": "Q?", "options": ["Yes", "No"], "distribution": [3, 1]})
+    (tmp_path / "answers.jsonl").write_text(f"{line}\n{line}\n", encoding="utf-8")
+    (tmp_path / "x.yaml").write_text(
+        "id: x\nkind: k\nname: X\ndescription: d\npersona: p\nanswers: answers.jsonl\n",
+        encoding="utf-8",
+    )
+    proc = run("communities", "--communities", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert "2 questions" in proc.stdout
+    (tmp_path / "answers.jsonl").write_text(f"{line}\n[1, 2]\n", encoding="utf-8")
+    proc = run("communities", "--communities", str(tmp_path))
+    assert_clean_failure(proc, "answers.jsonl:2: not a JSON object")
+
+
 def test_missing_prompt_is_a_usage_error() -> None:
     proc = run("ask")
     assert proc.returncode == 2

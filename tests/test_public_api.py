@@ -8,6 +8,8 @@ import sys
 import pluralism
 
 PINNED = {
+    "AnswerMemory",
+    "Answered",
     "CachedEmbedder",
     "ChatModel",
     "Community",

@@ -61,11 +61,9 @@ def _bucket(question: str, salt: str) -> float:
     return int.from_bytes(digest[:4], "big") / 2**32
 
 
-def split_targets(
-    targets: Sequence[Target], cfg: TrainConfig, exclude: Sequence[str] = ()
-) -> tuple[list[Target], list[Target]]:
-    """Train and validation questions: held-out benchmark questions are never used, nor any
-    question whose text contains or is contained in an `exclude` text (other wordings of it)."""
+def usable_targets(targets: Sequence[Target], exclude: Sequence[str] = ()) -> list[Target]:
+    """The targets a community may learn from: held-out benchmark questions are never used, nor
+    any question whose text contains or is contained in an `exclude` text (other wordings)."""
     banned = [norm_question(e) for e in exclude if norm_question(e)]
     kept: list[Target] = []
     for t in targets:
@@ -73,6 +71,14 @@ def split_targets(
         if is_heldout(t[0]) or any(b in q or q in b for b in banned):
             continue
         kept.append(t)
+    return kept
+
+
+def split_targets(
+    targets: Sequence[Target], cfg: TrainConfig, exclude: Sequence[str] = ()
+) -> tuple[list[Target], list[Target]]:
+    """Train and validation questions from the `usable_targets`."""
+    kept = usable_targets(targets, exclude)
     if not kept:
         raise InputError("No training questions are left after the split; give more survey data.")
     val = [t for t in kept if _bucket(t[0], "val") < cfg.val_fraction][: cfg.val_limit]

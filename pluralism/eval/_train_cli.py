@@ -34,14 +34,18 @@ def community_file(
     who: str,
     population: dict[str, Any],
     like: Path | None,
+    answers: bool = False,
 ) -> Path:
-    """Write `<out>/<cid>.yaml` naming `adapters/<cid>`; fields come from `like` when given."""
+    """Write `<out>/<cid>.yaml` naming `adapters/<cid>` (and its answers file, with `answers`);
+    fields come from `like` when given."""
     import yaml
 
     from pluralism.config import load_community
 
     if like is not None:
-        base = load_community(like).model_dump(exclude={"source", "adapter", "population"})
+        base = load_community(like).model_dump(
+            exclude={"source", "adapter", "answers", "population"}
+        )
         base.update(id=cid)
     else:
         base = {
@@ -52,6 +56,8 @@ def community_file(
             "persona": f"You speak as {who}. Answer briefly and concretely from this perspective.",
         }
     base["adapter"] = f"adapters/{cid}"
+    if answers:
+        base["answers"] = f"adapters/{cid}/answers.jsonl"
     base["population"] = population
     path = out / f"{cid}.yaml"
     header = "# Written by `pluralism community train`; edit freely.\n"
@@ -132,6 +138,11 @@ def train(
             report = train_choice_adapter(
                 community, spec["targets"], adapter, cfg=cfg, on_step=step
             )
+            # The answers themselves, for questions like them (pluralism.answers).
+            from pluralism.answers import write_answers
+            from pluralism.eval._train import usable_targets
+
+            write_answers(adapter / "answers.jsonl", usable_targets(spec["targets"]))
     path = community_file(
         out,
         spec["id"],
@@ -140,6 +151,7 @@ def train(
         who=spec["who"],
         population=spec["population"],
         like=like,
+        answers=corpus is None,
     )
     console.print(
         f"trained {report.train} items in {report.seconds:.0f} s"

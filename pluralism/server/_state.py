@@ -91,7 +91,7 @@ class ProxyState:
 
     def load(self, embedder: Any = None) -> None:
         """Build the pool, the rule memory and the models (blocking: seconds for MiniLM)."""
-        from pluralism._calls import adapter_names
+        from pluralism._calls import adapter_names, answer_memory
         from pluralism.config import default_dir, load_communities
         from pluralism.core import Pluralism
         from pluralism.embedding import default_embedder
@@ -109,6 +109,8 @@ class ProxyState:
             # Load its adapter now: the first request routed to it would pay for it otherwise,
             # and a damaged one should stop the start, with its name.
             adapter_names(inner, [community])
+            # Likewise its answers file: embedded once here, and a broken one names its line.
+            answer_memory(community, emb)
         if cfg.upstream:
             if not cfg.upstream_model:
                 raise ConfigError(

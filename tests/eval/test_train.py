@@ -88,6 +88,15 @@ def test_train_writes_an_adapter_the_system_uses(tmp_path: Path, embedder: Any) 
     (community,) = load_communities(out)
     assert community.adapter == "adapters/republican"
     assert community.population.groups == {"POLPARTY:Republican": 1.0}
+    # The answers it learned from sit beside the adapter, held-out questions left out, the
+    # survey's non-answers dropped and the raw counts turned into shares.
+    from pluralism.answers import load_answers
+
+    assert community.answers == "adapters/republican/answers.jsonl"
+    answered = load_answers(out / community.answers)
+    assert [a.question for a in answered] == [q for q in fx.QUESTIONS if not is_heldout(q)]
+    assert all(a.options == ["Yes", "No"] for a in answered)
+    assert all(a.distribution == pytest.approx([0.3, 0.7]) for a in answered)
     system = Pluralism([community], embedder=embedder, rules=None, settings=Settings(rules_k=0))
     resp = system.respond(
         fx.QUESTIONS[0],
@@ -98,6 +107,7 @@ def test_train_writes_an_adapter_the_system_uses(tmp_path: Path, embedder: Any) 
     assert resp.distribution is not None
     assert sum(resp.distribution.values()) == pytest.approx(1.0)
     assert "republican" in system.meta.adapters  # type: ignore[attr-defined]
+    assert any(n.startswith("answers: republican blended") for n in resp.trace.notes)
 
 
 @pytest.mark.integration

@@ -116,6 +116,24 @@ def test_the_proxy_loads_the_default_pools_adapters_before_it_is_ready(
     assert state.pluralism.models.get(local).adapters >= {"europe", "united-states"}
 
 
+def test_a_broken_answers_file_stops_the_start_with_its_line(
+    tmp_path: Path, policies_dir: Path, embedder: CachedEmbedder
+) -> None:
+    from pluralism.errors import ConfigError
+    from pluralism.server._state import ProxyState
+
+    (tmp_path / "answers.jsonl").write_text('{"question": "Q?", "options": ["a"]}\n')
+    (tmp_path / "elders.yaml").write_text(
+        "id: elders\nkind: test\nname: Elders\ndescription: Village elders\n"
+        "persona: You speak as a village elder.\nanswers: answers.jsonl\n",
+        encoding="utf-8",
+    )
+    state = ProxyState.from_config(config(tmp_path, policies_dir))
+    with pytest.raises(ConfigError, match=r"answers\.jsonl:1: field `options`"):
+        state.load(embedder)
+    assert not state.ready
+
+
 def test_a_damaged_adapter_stops_the_start_with_its_name(
     tmp_path: Path, policies_dir: Path, embedder: CachedEmbedder
 ) -> None:
