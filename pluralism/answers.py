@@ -202,12 +202,17 @@ class AnswerMemory:
         if group is None:
             return None
         answered, qv, ov, dist = group
-        new = [t for t in [question, *options] if t not in self._vec]
+        # Texts asked about are embedded per call, not kept: a long-running server would
+        # otherwise grow with every distinct question (the embedder may cache them itself).
+        texts = [question, *options]
+        vec = {t: self._vec[t] for t in texts if t in self._vec}
+        new = [t for t in dict.fromkeys(texts) if t not in vec]
         if new:
-            for t, v in zip(new, self._embedder.encode(new), strict=True):
-                self._vec[t] = np.asarray(v, dtype=np.float32)
-        q = self._vec[question]
-        o = np.stack([self._vec[x] for x in options])
+            vec.update(
+                zip(new, np.asarray(self._embedder.encode(new), dtype=np.float32), strict=True)
+            )
+        q = vec[question]
+        o = np.stack([vec[x] for x in options])
         sims = qv @ q + np.einsum("nmd,md->n", ov, o) / len(options)
         dist = self._reorder(answered, dist, sims, qv @ q, _key(options))
         top = np.argsort(-sims)[:k]

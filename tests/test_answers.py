@@ -105,6 +105,14 @@ def test_options_count_position_by_position(embedder: CachedEmbedder) -> None:
     assert recalled is not None and recalled.distribution == pytest.approx([0.1, 0.2, 0.3, 0.4])
 
 
+def test_recall_keeps_nothing_of_what_it_was_asked(memory: AnswerMemory) -> None:
+    # A server asks about endless distinct questions; the memory must not grow with them.
+    held = len(memory._vec)
+    for i in range(5):
+        memory.recall(f"Is question {i} new?", ["Sure", "Nope"])
+    assert len(memory._vec) == held
+
+
 def test_no_answered_question_with_as_many_options_recalls_nothing(memory: AnswerMemory) -> None:
     assert memory.recall("Pick one", ["a", "b", "c"]) is None
 
