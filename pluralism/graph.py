@@ -245,7 +245,10 @@ def build_graph(rt: Runtime) -> Any:
         options = req.options or []
         dists = await score_for(model, convs, options, members)
         notes: list[str] = []
+        recall: dict[str, float] = {}
+        recall_s = 0.0
         if rt.settings.answers_weight > 0 and any(c.answers for c in members):
+            t1 = time.perf_counter()
             dists, notes = await asyncio.to_thread(
                 with_answers,
                 members,
@@ -256,6 +259,9 @@ def build_graph(rt: Runtime) -> Any:
                 k=rt.settings.answers_k,
                 weight=rt.settings.answers_weight,
             )
+            # Recall is not model time: its own timing, out of the score step's model_ms.
+            recall_s = time.perf_counter() - t1
+            recall = {f"answers[{model.model_id}]": round(recall_s * 1000, 3)}
         drafts = [
             Perspective(
                 community=c.id,
@@ -266,7 +272,8 @@ def build_graph(rt: Runtime) -> Any:
             )
             for c, d in zip(members, dists, strict=True)
         ]
-        return {**batch_result("score", model, drafts, t0), "notes": notes}
+        result = batch_result("score", model, drafts, t0 + recall_s)
+        return {**result, "timings": {**result["timings"], **recall}, "notes": notes}
 
     async def aggregate(state: State) -> dict[str, Any]:
         t0 = time.perf_counter()

@@ -163,6 +163,7 @@ def test_scoring_blends_the_communitys_answers_and_traces_them(
         and "How important is religion" in n
         for n in r.trace.notes
     )
+    assert any(k.startswith("answers[") for k in r.trace.timings)  # its own timing
     # At weight 0 the model's scores stand alone, and nothing is recalled.
     plain = _plural(directory, embedder, answers_weight=0.0)
     r0 = plain.respond(question, mode=mode, options=IMPORTANCE, **kwargs)  # type: ignore[arg-type]
