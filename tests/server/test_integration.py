@@ -116,6 +116,54 @@ def test_the_proxy_loads_the_default_pools_adapters_before_it_is_ready(
     assert state.pluralism.models.get(local).adapters >= {"europe", "united-states"}
 
 
+def test_the_proxy_blends_a_communitys_answers_into_the_real_models_distribution(
+    tmp_path: Path, policies_dir: Path, embedder: CachedEmbedder
+) -> None:
+    import json
+
+    (tmp_path / "answers.jsonl").write_text(
+        json.dumps(
+            {
+                "question": "Should people always tip waiters?",
+                "options": ["yes", "no"],
+                "distribution": [0.1, 0.9],
+            }
+        )
+        + "\n",
+        encoding="utf-8",
+    )
+    (tmp_path / "diners.yaml").write_text(
+        "id: diners\nkind: test\nname: Diners\ndescription: Restaurant guests in Japan\n"
+        "persona: You speak as a restaurant guest.\nanswers: answers.jsonl\n"
+        "population: {countries: {Japan: 1.0}}\n",
+        encoding="utf-8",
+    )
+    body = {"pluralism": {"population": "Japan", "options": ["yes", "no"]}}
+    messages = [{"role": "user", "content": "Should I tip in restaurants?"}]
+    dists = []
+    for weight in (0.6, 0.0):
+        cfg = config(tmp_path, policies_dir, upstream_model=None)
+        cfg.settings.answers_weight = weight
+        server = start_proxy(cfg, embedder)
+        try:
+            with openai.OpenAI(base_url=server.base_url, api_key="x", max_retries=0) as c:
+                reply = c.chat.completions.create(
+                    model="pluralism/distributional",
+                    messages=messages,  # type: ignore[arg-type]
+                    extra_body=body,
+                )
+        finally:
+            server.stop()
+        extra: dict[str, Any] = reply.model_extra["pluralism"]  # type: ignore[index]
+        dists.append(extra["distribution"])
+        blended = [n for n in extra["notes"] if n.startswith("answers: diners blended 1")]
+        assert bool(blended) == (weight > 0)
+    with_answers, model_alone = dists
+    # The one answered question lends its shares whole: 0.4 of the model's, 0.6 of [0.1, 0.9].
+    assert with_answers["yes"] == pytest.approx(0.4 * model_alone["yes"] + 0.6 * 0.1)
+    assert with_answers["no"] == pytest.approx(0.4 * model_alone["no"] + 0.6 * 0.9)
+
+
 def test_a_broken_answers_file_stops_the_start_with_its_line(
     tmp_path: Path, policies_dir: Path, embedder: CachedEmbedder
 ) -> None:
