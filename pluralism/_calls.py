@@ -12,7 +12,6 @@ import asyncio
 import logging
 import weakref
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from pluralism.embedding import Embedder
@@ -59,8 +58,7 @@ def adapter_names(model: ChatModel, members: Sequence[Community]) -> list[str | 
     names: list[str | None] = []
     for c in members:
         if c.adapter and c.id not in getattr(model, "adapters", ()):
-            base = Path(c.source).parent if c.source else Path.cwd()
-            load(c.id, base / c.adapter)
+            load(c.id, c.file_path(c.adapter))
         names.append(c.id if c.adapter else None)
     return names
 
@@ -91,8 +89,7 @@ def answer_memory(community: Community, embedder: Embedder) -> Any:
         return None
     from pluralism.answers import memory_for
 
-    base = Path(community.source).parent if community.source else Path.cwd()
-    return memory_for(base / community.answers, embedder)
+    return memory_for(community.file_path(community.answers), embedder)
 
 
 def with_answers(

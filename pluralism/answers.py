@@ -26,6 +26,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from pydantic import BaseModel, Field, ValidationError, model_validator
@@ -143,6 +144,17 @@ def _key(options: Sequence[str]) -> tuple[str, ...]:
     return tuple(" ".join(o.casefold().split()) for o in options)
 
 
+class _Group(NamedTuple):
+    """The answered questions with one option count, as arrays recall multiplies."""
+
+    answered: list[Answered]
+    questions: np.ndarray  # (n, dim)
+    options: np.ndarray  # (n, options, dim)
+    shares: np.ndarray  # (n, options)
+    keys: list[tuple[str, ...]]  # each question's options, normalised
+    option_sets: list[tuple[str, ...]]  # the same, sorted: equal for reorderings
+
+
 class AnswerMemory:
     """Answered questions, embedded once, recalled by question and option similarity."""
 
@@ -155,38 +167,37 @@ class AnswerMemory:
         vectors = np.asarray(embedder.encode(texts), dtype=np.float32)
         self._vec = dict(zip(texts, vectors, strict=True))
         # Grouped by option count: only those can lend their shares position by position.
-        self._by_n: dict[int, tuple[list[Answered], np.ndarray, np.ndarray, np.ndarray]] = {}
-        self._keys = {id(a): _key(a.options) for a in answers}
+        self._by_n: dict[int, _Group] = {}
         for n in sorted({len(a.options) for a in answers}):
             group = [a for a in answers if len(a.options) == n]
-            q = np.stack([self._vec[a.question] for a in group])
-            o = np.stack([np.stack([self._vec[x] for x in a.options]) for a in group])
-            d = np.asarray([a.distribution for a in group], dtype=np.float64)
-            self._by_n[n] = (group, q, o, d)
+            keys = [_key(a.options) for a in group]
+            self._by_n[n] = _Group(
+                answered=group,
+                questions=np.stack([self._vec[a.question] for a in group]),
+                options=np.stack([np.stack([self._vec[x] for x in a.options]) for a in group]),
+                shares=np.asarray([a.distribution for a in group], dtype=np.float64),
+                keys=keys,
+                option_sets=[tuple(sorted(k)) for k in keys],
+            )
 
+    @staticmethod
     def _reorder(
-        self,
-        answered: list[Answered],
-        dist: np.ndarray,
-        sims: np.ndarray,
-        question_sims: np.ndarray,
-        key: tuple[str, ...],
+        group: _Group, sims: np.ndarray, question_sims: np.ndarray, key: tuple[str, ...]
     ) -> np.ndarray:
         """Shares of answered questions whose options are the asked ones in another order,
         put in the asked order; their option similarity becomes exact (in place on `sims`)."""
+        shares = group.shares
         if len(set(key)) != len(key):
-            return dist
-        wanted = sorted(key)
-        out = dist
-        for i, a in enumerate(answered):
-            have = self._keys[id(a)]
-            if have == key or sorted(have) != wanted:
+            return shares
+        wanted = tuple(sorted(key))
+        for i, (have, option_set) in enumerate(zip(group.keys, group.option_sets, strict=True)):
+            if have == key or option_set != wanted:
                 continue
-            if out is dist:
-                out = dist.copy()
-            out[i] = [dist[i][have.index(x)] for x in key]
+            if shares is group.shares:
+                shares = shares.copy()
+            shares[i] = [group.shares[i][have.index(x)] for x in key]
             sims[i] = question_sims[i] + 1.0
-        return out
+        return shares
 
     @classmethod
     def from_path(cls, path: str | Path, embedder: Embedder) -> AnswerMemory:
@@ -201,7 +212,6 @@ class AnswerMemory:
         group = self._by_n.get(len(options))
         if group is None:
             return None
-        answered, qv, ov, dist = group
         # Texts asked about are embedded per call, not kept: a long-running server would
         # otherwise grow with every distinct question (the embedder may cache them itself).
         texts = [question, *options]
@@ -213,15 +223,16 @@ class AnswerMemory:
             )
         q = vec[question]
         o = np.stack([vec[x] for x in options])
-        sims = qv @ q + np.einsum("nmd,md->n", ov, o) / len(options)
-        dist = self._reorder(answered, dist, sims, qv @ q, _key(options))
+        question_sims = group.questions @ q
+        sims = question_sims + np.einsum("nmd,md->n", group.options, o) / len(options)
+        shares = self._reorder(group, sims, question_sims, _key(options))
         top = np.argsort(-sims)[:k]
         w = np.exp((sims[top] - sims[top[0]]) / TEMPERATURE)
         w /= w.sum()
-        mean = w @ dist[top]
+        mean = w @ shares[top]
         return Recalled(
             distribution=[float(x) for x in mean / mean.sum()],
-            neighbours=[(answered[i].question, round(float(sims[i]) / 2, 4)) for i in top],
+            neighbours=[(group.answered[i].question, round(float(sims[i]) / 2, 4)) for i in top],
         )
 
 

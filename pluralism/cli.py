@@ -160,8 +160,7 @@ def list_communities(communities: CommunitiesOpt = None) -> None:
         model = c.model.backend + (f":{c.model.name}" if c.model.name else "")
         answered = "-"
         if c.answers:
-            base = Path(c.source).parent if c.source else Path.cwd()
-            answered = f"{len(load_answers(base / c.answers))} questions"
+            answered = f"{len(load_answers(c.file_path(c.answers)))} questions"
         table.add_row(c.id, c.kind, c.name, model, c.adapter or "-", answered, shown or "-")
     out.print(table)
 

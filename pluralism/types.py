@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from enum import StrEnum
+from pathlib import Path
 from typing import Any, Literal, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -106,6 +107,11 @@ class Community(BaseModel):
     population: Membership = Field(default_factory=Membership)
     # Where the community came from, for error messages; not part of the file format.
     source: str | None = Field(default=None, exclude=True)
+
+    def file_path(self, relative: str) -> Path:
+        """A path the file names (`adapter:`, `answers:`), relative to the file itself, so a
+        community folder can move as one; without a file, relative to the working directory."""
+        return (Path(self.source).parent if self.source else Path.cwd()) / relative
 
 
 class RuleScope(BaseModel):
