@@ -66,6 +66,10 @@ def test_a_broken_line_names_the_file_and_line(tmp_path: Path, line: str, messag
 def test_a_missing_or_empty_file_says_what_to_do(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist; fix the community's `answers:`"):
         load_answers(tmp_path / "nope.jsonl")
+    with (tmp_path / "huge.jsonl").open("wb") as fh:
+        fh.truncate(50_000_001)  # sparse: the size is what is checked, before any read
+    with pytest.raises(ConfigError, match="larger than 50 MB; keep the questions"):
+        load_answers(tmp_path / "huge.jsonl")
     (tmp_path / "binary.jsonl").write_bytes(b"\xff\xfe\x00")
     with pytest.raises(ConfigError, match="not UTF-8 text"):
         load_answers(tmp_path / "binary.jsonl")
