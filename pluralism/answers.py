@@ -37,8 +37,8 @@ from pluralism.errors import ConfigError
 log = logging.getLogger(__name__)
 
 # Softmax temperature over neighbour similarities (question cosine + option cosine, so 0–2).
-# Chosen by leave-one-out on the shipped perspectives' training answers: 0.15–0.2 with 20
-# neighbours were best (mean JS 0.188), sharper or flatter lost up to 0.01.
+# Chosen with `Settings.answers_k` and `answers_weight` on questions no shipped adapter trained
+# on and no benchmark holds out (bench/bench_answers.py): 0.2–0.3 were best, sharper lost ~0.01.
 TEMPERATURE = 0.2
 MAX_BYTES = 50_000_000
 
@@ -206,7 +206,14 @@ class AnswerMemory:
     def __len__(self) -> int:
         return len(self.answers)
 
-    def recall(self, question: str, options: Sequence[str], k: int = 20) -> Recalled | None:
+    def recall(
+        self,
+        question: str,
+        options: Sequence[str],
+        k: int = 10,
+        *,
+        temperature: float = TEMPERATURE,
+    ) -> Recalled | None:
         """The similarity-weighted mean of the `k` nearest answered questions with as many
         options; None when none has that many."""
         group = self._by_n.get(len(options))
@@ -227,7 +234,7 @@ class AnswerMemory:
         sims = question_sims + np.einsum("nmd,md->n", group.options, o) / len(options)
         shares = self._reorder(group, sims, question_sims, _key(options))
         top = np.argsort(-sims)[:k]
-        w = np.exp((sims[top] - sims[top[0]]) / TEMPERATURE)
+        w = np.exp((sims[top] - sims[top[0]]) / temperature)
         w /= w.sum()
         mean = w @ shares[top]
         return Recalled(

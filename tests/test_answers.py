@@ -87,6 +87,19 @@ def test_recall_leans_on_the_most_similar_answered_question(memory: AnswerMemory
     assert sum(recalled.distribution) == pytest.approx(1.0)
 
 
+def test_a_sharper_temperature_leans_harder_on_the_nearest(memory: AnswerMemory) -> None:
+    question = "How important is faith in God in your life?"
+    shares = {
+        t: memory.recall(question, IMPORTANCE, k=2, temperature=t) for t in (0.01, 0.2, 100.0)
+    }
+    assert all(r is not None for r in shares.values())
+    sharp, default, flat = (shares[t].distribution[0] for t in (0.01, 0.2, 100.0))  # type: ignore[union-attr]
+    # The nearest (religion) says 0.6 "very important", the other 0.1; the mean of both 0.35.
+    assert sharp == pytest.approx(0.6, abs=1e-3)
+    assert flat == pytest.approx(0.35, abs=1e-2)
+    assert flat < default < sharp
+
+
 def test_options_in_another_order_lend_their_shares_reordered(memory: AnswerMemory) -> None:
     # Answered as "No / Yes" (No 0.8); asked as "Yes / No": Yes must get 0.2, not 0.8.
     recalled = memory.recall("Should the death penalty be abolished?", ["Yes", "No"], k=1)
