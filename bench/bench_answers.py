@@ -50,7 +50,7 @@ from pluralism.core import Pluralism  # noqa: E402
 from pluralism.embedding import CachedEmbedder, SentenceTransformerEmbedder  # noqa: E402
 from pluralism.eval._data import Target  # noqa: E402
 from pluralism.eval._metrics import js_distance, mean  # noqa: E402
-from pluralism.eval._train import TrainConfig, _bucket, usable_targets  # noqa: E402
+from pluralism.eval._train import TrainConfig, in_validation_bucket, usable_targets  # noqa: E402
 from pluralism.eval.build_adapters import SURVEY_GROUPS, heldout_texts, targets_for  # noqa: E402
 from pluralism.settings import Settings  # noqa: E402
 
@@ -63,8 +63,8 @@ US = set(SURVEY_GROUPS)
 
 def unseen(targets: Sequence[Target], exclude: Sequence[str]) -> list[Target]:
     """Usable questions in the validation bucket: build_adapters trains on none of them."""
-    cut = TrainConfig().val_fraction
-    return [t for t in usable_targets(targets, exclude) if _bucket(t[0], "val") < cut]
+    cfg = TrainConfig()
+    return [t for t in usable_targets(targets, exclude) if in_validation_bucket(t[0], cfg)]
 
 
 def _fold(question: str) -> int:
@@ -108,6 +108,7 @@ def main() -> None:
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     exclude = heldout_texts(args.data)
+    # Every fold rebuilds a memory from nearly the same texts: cache them all, not the default 4k.
     embedder = CachedEmbedder(SentenceTransformerEmbedder(), maxsize=200_000)
     ids = args.only or ["europe", "asia", "americas", "africa", *SURVEY_GROUPS, "oceania"]
     # (community, model distribution, gold, {(k, T): recalled distribution})
@@ -127,13 +128,14 @@ def main() -> None:
                 embedder,
             )
             for (q, options, gold), model in held:
+                if memory.recall(q, options) is None:  # no answered question has as many options
+                    continue
                 recalled = {}
                 for k, temp in itertools.product(KS, TEMPERATURES):
                     r = memory.recall(q, options, k, temperature=temp)
-                    if r is not None:
-                        recalled[(k, temp)] = r.distribution
-                if recalled:
-                    rows.append((cid, model, list(gold), recalled))
+                    assert r is not None  # the option count, checked above, is all that decides
+                    recalled[(k, temp)] = r.distribution
+                rows.append((cid, model, list(gold), recalled))
 
     def score(k: int, temp: float, weight: float, only_us: bool = False) -> float:
         out = []
@@ -144,11 +146,7 @@ def main() -> None:
             out.append(js_distance(blend(model, r, weight), gold))
         return mean(out)
 
-    grid = {
-        (k, t, w): score(k, t, w)
-        for k, t, w in itertools.product(KS, TEMPERATURES, WEIGHTS)
-        if all((k, t) in r[3] for r in rows)
-    }
+    grid = {(k, t, w): score(k, t, w) for k, t, w in itertools.product(KS, TEMPERATURES, WEIGHTS)}
     shipped = Settings()
     base_k, base_t = shipped.answers_k, TEMPERATURE
     alone = score(base_k, base_t, 0.0)

@@ -74,6 +74,12 @@ def usable_targets(targets: Sequence[Target], exclude: Sequence[str] = ()) -> li
     return kept
 
 
+def in_validation_bucket(question: str, cfg: TrainConfig) -> bool:
+    """Whether a question falls in the validation bucket: never trained on, whatever the caps
+    on training and validation questions."""
+    return _bucket(question, "val") < cfg.val_fraction
+
+
 def split_targets(
     targets: Sequence[Target], cfg: TrainConfig, exclude: Sequence[str] = ()
 ) -> tuple[list[Target], list[Target]]:
@@ -81,8 +87,8 @@ def split_targets(
     kept = usable_targets(targets, exclude)
     if not kept:
         raise InputError("No training questions are left after the split; give more survey data.")
-    val = [t for t in kept if _bucket(t[0], "val") < cfg.val_fraction][: cfg.val_limit]
-    train = [t for t in kept if _bucket(t[0], "val") >= cfg.val_fraction]
+    val = [t for t in kept if in_validation_bucket(t[0], cfg)][: cfg.val_limit]
+    train = [t for t in kept if not in_validation_bucket(t[0], cfg)]
     random.Random(cfg.seed).shuffle(train)
     if cfg.max_questions is not None:
         train = train[: cfg.max_questions]
