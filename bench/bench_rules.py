@@ -28,9 +28,9 @@ MaxSim rerank with MiniLM, and reranking the fused top 30 by SmolLM2's log P(sit
 explanation) each moved @10 by < 0.01 (the last: 0.718 -> 0.726 on 120 situations, at ~0.12 s
 per candidate). Two more moved it as little: a linear map on query vectors, trained
 contrastively on the 2,831 (situation, value name) pairs of the steerable Value Kaleidoscope file
-whose situations are not in the Overton file (fused 0.714 -> 0.717-0.722), and embedding the
+whose situations are not in the Overton file (fused 0.714 -> 0.716-0.722), and embedding the
 situation inside a template ("{s} may be seen as", "Is {s} right or wrong?", alone or averaged
-with the bare situation: 0.702-0.718). Many
+with the bare situation: 0.675-0.718). Many
 gold explanations share no word with their situation ("Helping others without expecting
 anything in return"), and near-duplicate situations ("Stealing bread to feed my family")
 contribute explanations as close as the gold ones. A stronger embedder does not change this:
