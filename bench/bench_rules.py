@@ -26,7 +26,7 @@ odd half; pseudo-relevance feedback (dense and lexical), hubness correction, rec
 and z-score fusion, rule vectors per clause (max), a higher lexical weight, a token-level
 MaxSim rerank with MiniLM, and reranking the fused top 30 by SmolLM2's log P(situation |
 explanation) each moved @10 by < 0.01 (the last: 0.718 -> 0.726 on 120 situations, at ~0.12 s
-per candidate). Two more moved it as little: a linear map on query vectors, trained
+per candidate). Two more did not help either: a linear map on query vectors, trained
 contrastively on the 2,831 (situation, value name) pairs of the steerable Value Kaleidoscope file
 whose situations are not in the Overton file (fused 0.714 -> 0.716-0.722), and embedding the
 situation inside a template ("{s} may be seen as", "Is {s} right or wrong?", alone or averaged
