@@ -31,6 +31,7 @@ from typing import NamedTuple
 import numpy as np
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
+from pluralism.config import validation_message
 from pluralism.embedding import Embedder
 from pluralism.errors import ConfigError
 
@@ -111,9 +112,7 @@ def load_answers(path: str | Path) -> list[Answered]:
         try:
             out.append(Answered.model_validate(obj))
         except ValidationError as exc:
-            err = exc.errors()[0]
-            where = ".".join(str(x) for x in err["loc"])
-            what = f"field `{where}`: {err['msg']}" if where else str(err["msg"])
+            what, _ = validation_message(exc, {})
             raise ConfigError(what, path=str(p), line=n) from None
     if not out:
         raise ConfigError(

@@ -79,10 +79,12 @@ def validation_message(exc: ValidationError, lines: dict[str, int]) -> tuple[str
     """The first pydantic error as 'field `x`: what is wrong', with the line of that field."""
     err = exc.errors()[0]
     loc = [str(p) for p in err["loc"]]
-    field = ".".join(loc) or "(top level)"
+    field = ".".join(loc)
     line = lines.get(".".join(loc[:2])) or (lines.get(loc[0]) if loc else None)
     kind = err["type"]
-    if kind == "missing":
+    if not loc:  # a check across fields (a model validator) names no single field
+        what = str(err["msg"])
+    elif kind == "missing":
         what = f"field `{field}` is required; add it"
     elif kind == "extra_forbidden":
         what = f"field `{field}` is not a known field; remove it or check its spelling"
