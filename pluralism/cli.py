@@ -39,9 +39,18 @@ PoliciesOpt = Annotated[
     Path | None,
     typer.Option("--policies", help="Directory of rule files (default: shipped policies)."),
 ]
+ValuesOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--values",
+        help="Values catalogue: a directory of rule files naming values (default: shipped).",
+    ),
+]
 
 
-def _load(communities: Path | None, policies: Path | None, **settings: Any) -> Any:
+def _load(
+    communities: Path | None, policies: Path | None, values: Path | None, **settings: Any
+) -> Any:
     from pluralism.config import default_dir, load_communities
     from pluralism.core import Pluralism, _rule_memory
     from pluralism.embedding import default_embedder
@@ -50,7 +59,10 @@ def _load(communities: Path | None, policies: Path | None, **settings: Any) -> A
     embedder = default_embedder()
     pool = load_communities(communities or default_dir("communities"))
     rules = _rule_memory(policies or default_dir("policies"), embedder)
-    return Pluralism(pool, embedder=embedder, rules=rules, settings=Settings(**settings))
+    catalogue = _rule_memory(values or default_dir("values"), embedder)
+    return Pluralism(
+        pool, embedder=embedder, rules=rules, values=catalogue, settings=Settings(**settings)
+    )
 
 
 @app.command()
@@ -88,11 +100,22 @@ def ask(
             "draft under its name; no meta call).",
         ),
     ] = "synthesize",
+    values_k: Annotated[
+        int | None,
+        typer.Option(
+            "--values-k",
+            min=0,
+            max=20,
+            help="Overton: how many values from the catalogue the answer names (default 5; "
+            "0: none).",
+        ),
+    ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the PluralResponse as JSON.")
     ] = False,
     communities: CommunitiesOpt = None,
     policies: PoliciesOpt = None,
+    values: ValuesOpt = None,
 ) -> None:
     """Answer PROMPT in one of the three pluralism modes."""
     from pluralism.core import parse_mode
@@ -105,8 +128,10 @@ def ask(
         p = _load(
             communities,
             policies,
+            values,
             principles=principles,
             overton_style=overton_style,
+            **({} if values_k is None else {"values_k": values_k}),
             draft=GenerationParams(max_tokens=draft_tokens, seed=seed),
             meta=GenerationParams(max_tokens=max_tokens, seed=seed),
         )

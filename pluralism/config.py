@@ -20,7 +20,7 @@ MAX_FILE_BYTES = 1_000_000
 
 
 def default_dir(name: str) -> Path:
-    """The shipped `communities` or `policies` directory.
+    """The shipped `communities`, `policies` or `values` directory.
 
     In a source checkout (including an editable install) that is the directory at the repository
     root that authors edit; in a wheel it is the copy packaged under `pluralism/_defaults`.

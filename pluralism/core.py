@@ -66,6 +66,10 @@ def parse_mode(mode: str | Mode) -> Mode:
 class Pluralism:
     """Answers prompts in the three pluralism modes from a pool of community LMs.
 
+    `rules` is the rule memory (`RuleMemory`) recalled into every prompt; `values` is the values
+    catalogue, a `RuleMemory` of value statements whose entries an Overton answer names at its
+    end (`Settings.values_k`). Either may be None.
+
     >>> p = Pluralism.default()
     >>> p.respond("Is it rude to arrive late to a dinner party?", mode="overton").text
     """
@@ -78,6 +82,7 @@ class Pluralism:
         models: Any = None,
         meta: ChatModel | None = None,
         rules: Any = None,
+        values: Any = None,
         settings: Settings | None = None,
     ) -> None:
         if not communities:
@@ -89,6 +94,7 @@ class Pluralism:
         self.models: ModelPool = models if models is not None else ModelPool()
         self.meta = meta if meta is not None else self.models.get(self.settings.meta_model)
         self.rules = rules
+        self.values = values
         st = self.settings
         self.router = Router(
             communities,
@@ -107,6 +113,7 @@ class Pluralism:
             community_model=self._community_model,
             meta=self.meta,
             rules=rules,
+            values=values,
             communities={c.id: c for c in communities},
             principle_cache=_principle_cache(),
         )
@@ -116,20 +123,24 @@ class Pluralism:
     @classmethod
     def from_path(cls, path: str | Path, **kwargs: Any) -> Pluralism:
         """A pool from a directory of community files, or a project directory holding
-        `communities/` (and optionally `policies/`, loaded as the rule memory)."""
+        `communities/` (and optionally `policies/`, loaded as the rule memory, and `values/`,
+        the values catalogue Overton answers name)."""
         root = Path(path)
         communities_dir = root / "communities" if (root / "communities").is_dir() else root
-        if "rules" not in kwargs and (root / "policies").is_dir():
-            kwargs["rules"] = _rule_memory(root / "policies", kwargs.get("embedder"))
+        for key, name in (("rules", "policies"), ("values", "values")):
+            if key not in kwargs and (root / name).is_dir():
+                kwargs[key] = _rule_memory(root / name, kwargs.get("embedder"))
         return cls(load_communities(communities_dir), **kwargs)
 
     @classmethod
     def default(cls, **kwargs: Any) -> Pluralism:
         """The shipped pool (five continents, three political perspectives, the US public, each
-        with its adapter), the bundled MiniLM and SmolLM2 models, and the default policies."""
+        with its adapter), the bundled MiniLM and SmolLM2 models, the default policies and the
+        default values catalogue."""
         embedder = kwargs.setdefault("embedder", default_embedder())
-        if "rules" not in kwargs:
-            kwargs["rules"] = _rule_memory(default_dir("policies"), embedder)
+        for key, name in (("rules", "policies"), ("values", "values")):
+            if key not in kwargs:
+                kwargs[key] = _rule_memory(default_dir(name), embedder)
         return cls(load_communities(default_dir("communities")), **kwargs)
 
     @property
@@ -262,7 +273,8 @@ class Pluralism:
 
 
 def _rule_memory(directory: Path, embedder: Embedder | None) -> Any:
-    """The rule memory for a policies directory, or None while the rules package is absent."""
+    """The rule memory for a policies (or values) directory; None when the directory holds no
+    YAML file or the rules package is absent."""
     try:
         from pluralism.rules import RuleMemory
     except ImportError:

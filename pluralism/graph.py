@@ -52,6 +52,7 @@ class Runtime:
     community_model: Any  # Callable[[Community], ChatModel]
     meta: ChatModel
     rules: Any = None  # a RuleMemory, when one is configured
+    values: Any = None  # the values catalogue: a RuleMemory of value statements
     communities: dict[str, Community] = field(default_factory=dict)
     principle_cache: Any = None  # a rules.PrincipleCache, shared by every request
 
@@ -70,11 +71,13 @@ class State(TypedDict, total=False):
     notes: Annotated[list[str], operator.add]
     hits: list[RuleHit]
     rules_version: str | None
+    values: list[RuleHit]
     context: str
     principles: list[Principle]
     principle_rounds: int
     drafts: Annotated[list[Perspective], operator.add]
     meta_messages: list[Message] | None
+    footer: str
     response: PluralResponse
     timings: Annotated[dict[str, float], _merge]
     model_ms: Annotated[float, operator.add]
@@ -132,22 +135,24 @@ def build_graph(rt: Runtime) -> Any:
     async def recall(state: State) -> dict[str, Any]:
         t0 = time.perf_counter()
         req = state["request"]
-        if rt.rules is None or rt.settings.rules_k == 0:
-            return {"hits": [], "rules_version": None, "context": "", "timings": {"recall": 0.0}}
-        from pluralism.rules import format_rules
-
         scope = RuleScope(
             communities=sorted(state["active"]),
             populations=[req.population] if req.population else [],
             tags=req.tags,
         )
-        hits = await recall_rules(rt.rules, req.prompt, rt.settings.rules_k, scope)
-        return {
-            "hits": hits,
-            "rules_version": rt.rules.version,
-            "context": context_block(format_rules(hits), []),
-            "timings": {"recall": _ms(t0)},
-        }
+        out: dict[str, Any] = {"hits": [], "rules_version": None, "context": "", "values": []}
+        if req.mode is Mode.OVERTON and rt.values is not None and rt.settings.values_k > 0:
+            out["values"] = await recall_rules(rt.values, req.prompt, rt.settings.values_k, scope)
+        if rt.rules is not None and rt.settings.rules_k > 0:
+            from pluralism.rules import format_rules
+
+            hits = await recall_rules(rt.rules, req.prompt, rt.settings.rules_k, scope)
+            out.update(
+                hits=hits,
+                rules_version=rt.rules.version,
+                context=context_block(format_rules(hits), []),
+            )
+        return {**out, "timings": {"recall": _ms(t0)}}
 
     async def situate(state: State) -> dict[str, Any]:
         t0 = time.perf_counter()
@@ -290,12 +295,19 @@ def build_graph(rt: Runtime) -> Any:
                 drafts, rt.embedder, threshold=rt.settings.merge_threshold
             )
             drafts, trace_extra["merged"] = kept, merged
+            values = overton.render_values(state.get("values", []))
             if style_of(req) == "list":
-                text = overton.render_list(kept)
+                text = overton.with_values(overton.render_list(kept), values)
             else:
                 out["meta_messages"] = overton.meta_messages(
-                    req.prompt, kept, context=ctx, system=req.system, history=req.history
+                    req.prompt,
+                    kept,
+                    values=values,
+                    context=ctx,
+                    system=req.system,
+                    history=req.history,
                 )
+                out["footer"] = values
         elif req.mode is Mode.STEERABLE:
             match = state["steer"]
             assert match is not None
@@ -335,6 +347,8 @@ def build_graph(rt: Runtime) -> Any:
                 routing=state.get("routing", {}),
                 rules=[h.rule.id for h in state.get("hits", [])],
                 rules_version=state.get("rules_version"),
+                values=[h.rule.id for h in state.get("values", [])],
+                values_version=rt.values.version if state.get("values") else None,
                 principles=state.get("principles", []),
                 principle_rounds=state.get("principle_rounds", 0),
                 population_weights=state.get("population", {}),
@@ -360,7 +374,14 @@ def build_graph(rt: Runtime) -> Any:
         else:
             (text,) = await rt.meta.agenerate([messages], params)
         ms = _ms(t0)
-        response = state["response"].model_copy(update={"text": text.strip()})
+        text = text.strip()
+        if footer := state.get("footer", ""):
+            # The streamed text so far is the meta model's; the values list follows it.
+            full = overton.with_values(text, footer)
+            if state.get("stream"):
+                writer({"token": full[len(text) :]})
+            text = full
+        response = state["response"].model_copy(update={"text": text})
         return {
             "response": response,
             "timings": {"answer": ms},

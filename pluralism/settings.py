@@ -27,6 +27,12 @@ class Settings(BaseModel):
     # needs a capable meta model; "list" returns the drafts themselves under their communities'
     # names, with no meta call, so a small meta model cannot garble or drop a view.
     overton_style: OvertonStyle = "synthesize"
+    # Overton answers end by naming the values, rights and duties the prompt touches, recalled
+    # from the values catalogue (values/): up to this many; 0 leaves the answer as written.
+    # Value Kaleidoscope situations have about seven each; five keeps the list short enough to
+    # read. Entries below the rule memory's recall threshold are left out, so some answers
+    # name fewer.
+    values_k: int = Field(5, ge=0, le=20)
     # Distributional: an unknown population is an error unless this is False (then uniform).
     strict_population: bool = True
     # Scoring options: how much a community's answers file (pluralism.answers) weighs against its

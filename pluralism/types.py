@@ -178,6 +178,8 @@ class Trace(BaseModel):
     models: dict[str, str] = Field(default_factory=dict)
     rules: list[str] = Field(default_factory=list)
     rules_version: str | None = None
+    values: list[str] = Field(default_factory=list)
+    values_version: str | None = None
     principles: list[Principle] = Field(default_factory=list)
     principle_rounds: int = 0
     population_weights: dict[str, float] = Field(default_factory=dict)

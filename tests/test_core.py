@@ -13,6 +13,7 @@ from pluralism import (
     Pluralism,
     PluralResponse,
     PopulationNotFoundError,
+    RuleMemory,
     Settings,
     SteerNotFoundError,
     UnknownModeError,
@@ -318,3 +319,109 @@ def test_a_model_that_cannot_load_adapters_answers_without_them_and_says_so_once
             assert r.steered_to == "europe" and r.text
     warned = [m for m in caplog.messages if "cannot load adapters" in m and "'europe'" in m]
     assert len(warned) == 1
+
+
+@pytest.fixture()
+def values_dir(tmp_path: Path) -> Path:
+    (tmp_path / "values.yaml").write_text(
+        "rules:\n"
+        "  - id: honesty\n"
+        "    text: 'Honesty: telling the truth and not deceiving people.'\n"
+        "  - id: animal-welfare\n"
+        "    text: 'Animal welfare: animals should not suffer needlessly.'\n"
+        "  - id: property\n"
+        "    text: 'Property: owning things and having that ownership respected.'\n",
+        encoding="utf-8",
+    )
+    return tmp_path
+
+
+@pytest.fixture()
+def values(values_dir: Path, embedder: CachedEmbedder) -> RuleMemory:
+    return RuleMemory.from_path(values_dir, embedder=embedder)
+
+
+def test_overton_answers_end_with_the_values_the_prompt_recalls(
+    default_pool: list[Community],
+    embedder: CachedEmbedder,
+    scripted_pool: ModelPool,
+    values: RuleMemory,
+) -> None:
+    for style in ("synthesize", "list"):
+        plural = Pluralism(
+            default_pool,
+            embedder=embedder,
+            models=scripted_pool,
+            values=values,
+            settings=Settings(overton_style=style, values_k=1),  # type: ignore[arg-type]
+        )
+        r = plural.respond("Is it dishonest to lie to a friend?", mode="overton")
+        assert r.trace.values == ["honesty"]
+        assert r.trace.values_version == values.version
+        body, listed = r.text.split("\n\nValues that may be at stake:\n")
+        assert body.strip() and listed == "- Honesty: telling the truth and not deceiving people."
+
+    # The meta model is told the values too, so a capable one can say how each bears.
+    plural = Pluralism(default_pool, embedder=embedder, models=scripted_pool, values=values)
+    r = plural.respond("Should I adopt a stray cat?", mode="overton")
+    assert "animal-welfare" in r.trace.values
+
+
+def test_values_are_named_only_in_overton_and_can_be_turned_off(
+    default_pool: list[Community],
+    embedder: CachedEmbedder,
+    scripted_pool: ModelPool,
+    values: RuleMemory,
+) -> None:
+    on = Pluralism(default_pool, embedder=embedder, models=scripted_pool, values=values)
+    steered = on.respond("Is lying ever right?", mode="steerable", steer="europe")
+    assert steered.trace.values == [] and "Values that may be at stake" not in steered.text
+    off = Pluralism(
+        default_pool,
+        embedder=embedder,
+        models=scripted_pool,
+        values=values,
+        settings=Settings(values_k=0),
+    )
+    r = off.respond("Is it dishonest to lie to a friend?", mode="overton")
+    assert r.trace.values == [] and r.trace.values_version is None
+    assert "Values that may be at stake" not in r.text
+
+
+async def test_astream_sends_the_values_after_the_meta_models_text(
+    default_pool: list[Community],
+    embedder: CachedEmbedder,
+    scripted_pool: ModelPool,
+    values: RuleMemory,
+) -> None:
+    plural = Pluralism(default_pool, embedder=embedder, models=scripted_pool, values=values)
+    *tokens, final = [x async for x in plural.astream("Is lying dishonest?", mode="overton")]
+    assert isinstance(final, PluralResponse) and final.trace.values
+    assert tokens[-1].startswith("\n\nValues that may be at stake:\n- ")
+    assert final.text == "".join(tokens).strip()
+
+
+def test_the_shipped_values_catalogue_names_what_is_at_stake(
+    default_pool: list[Community], embedder: CachedEmbedder, scripted_pool: ModelPool
+) -> None:
+    """The default catalogue, with the real MiniLM, recalls values a reader would name."""
+    plural = Pluralism.default(models=scripted_pool, embedder=embedder)
+    cases = {
+        "Is it okay to lie to my boss to cover for a coworker?": {
+            "honesty",
+            "duty-to-tell-the-truth",
+        },
+        "Is it okay to read my partner's private messages without asking?": {
+            "privacy",
+            "right-to-privacy",
+        },
+        "Should adult children look after their elderly parents?": {"duty-to-care-for-parents"},
+        "Is it wrong to keep a dog chained in the yard all day?": {
+            "animal-welfare",
+            "duty-to-treat-animals-humanely",
+        },
+    }
+    for prompt, expected in cases.items():
+        r = plural.respond(prompt, mode="overton")
+        assert 1 <= len(r.trace.values) <= Settings().values_k
+        assert expected & set(r.trace.values), (prompt, r.trace.values)

@@ -100,18 +100,30 @@ def cli(*args: str) -> dict[str, object]:
 @pytest.mark.parametrize(
     ("args", "check"),
     [
-        (["--mode", "overton"], lambda r: r["mode"] == "overton" and r["text"]),
+        (
+            ["--mode", "overton"],
+            # The meta model's answer, then the values the shipped catalogue recalled.
+            lambda r: (
+                r["mode"] == "overton"
+                and r["trace"]["values"]
+                and r["text"].split("\n\nValues that may be at stake:\n")[0].strip()
+            ),
+        ),
         (
             ["--mode", "overton", "--overton-style", "list"],
             # The answer is the real drafts under their names; no meta call was made.
             lambda r: (
                 "answer" not in r["trace"]["timings"]
-                and r["text"]
+                and r["text"].split("\n\nValues that may be at stake:\n")[0]
                 == "\n".join(
                     ["Views differ on this:"]
                     + [f"- {p['name']}: {p['text'].strip()}" for p in r["perspectives"]]
                 )
             ),
+        ),
+        (
+            ["--mode", "overton", "--values-k", "0"],
+            lambda r: r["trace"]["values"] == [] and "Values that may be" not in r["text"],
         ),
         (
             ["--mode", "steerable", "--steer", "conservative"],

@@ -1,1 +1,2 @@
-"""Data packages: the default community pool and policies (mapped from the repo root)."""
+"""Data packages mapped from the repository root: the default community pool, policies and
+values catalogue."""

@@ -57,9 +57,15 @@ def _run(
     communities: Path | None,
     style: str = "synthesize",
     top_k: int | None = None,
+    values_k: int | None = None,
 ) -> None:
     from pluralism.errors import InputError
-    from pluralism.eval._methods import DEFAULT_TOP_K, parse_method, parse_style
+    from pluralism.eval._methods import (
+        DEFAULT_TOP_K,
+        DEFAULT_VALUES_K,
+        parse_method,
+        parse_style,
+    )
     from pluralism.eval._report import write_report
     from pluralism.eval._runner import run
 
@@ -82,6 +88,7 @@ def _run(
         progress=not as_json,
         overton_style=overton_style,
         top_k=top_k or DEFAULT_TOP_K,
+        values_k=DEFAULT_VALUES_K if values_k is None else values_k,
     )
     report = write_report(out)
     if as_json:
@@ -125,6 +132,16 @@ def overton(
             help="pluralism: how many communities answer (the router's top_k; default 3).",
         ),
     ] = None,
+    values_k: Annotated[
+        int | None,
+        typer.Option(
+            "--values-k",
+            min=0,
+            max=20,
+            help="pluralism: how many values from the values catalogue the answer names "
+            "(Settings.values_k; default 5; 0: none).",
+        ),
+    ] = None,
 ) -> None:
     """Overton coverage: the share of a situation's values the answer covers."""
     _run(
@@ -140,6 +157,7 @@ def overton(
         communities,
         style,
         top_k,
+        values_k,
     )
 
 

@@ -22,6 +22,7 @@ from pluralism.types import GenerationParams, Message, OvertonStyle, parse_overt
 Method = Literal["vanilla", "prompting", "pluralism"]
 METHODS: tuple[Method, ...] = ("vanilla", "prompting", "pluralism")
 DEFAULT_TOP_K: int = Settings.model_fields["top_k"].default
+DEFAULT_VALUES_K: int = Settings.model_fields["values_k"].default
 
 OVERTON_ASK = "{q}\n\nWhat should one think about this situation? Answer in a short paragraph."
 OVERTON_DIVERSE = (
@@ -47,13 +48,17 @@ def parse_style(style: str) -> OvertonStyle:
     return parse_overton_style(style.strip().lower())
 
 
-def method_label(method: Method, style: OvertonStyle, top_k: int) -> str:
+def method_label(
+    method: Method, style: OvertonStyle, top_k: int, values_k: int = DEFAULT_VALUES_K
+) -> str:
     """How results files and reports name a run: a system set away from its defaults (the list
-    style, another `top_k`) is a run of its own, never resumed from another's answers."""
+    style, another `top_k` or `values_k`) is a run of its own, never resumed from another's
+    answers."""
     if method != "pluralism":
         return method
     parts = [method] + (["list"] if style == "list" else [])
-    return "_".join(parts + ([f"k{top_k}"] if top_k != DEFAULT_TOP_K else []))
+    parts += [f"k{top_k}"] if top_k != DEFAULT_TOP_K else []
+    return "_".join(parts + ([f"v{values_k}"] if values_k != DEFAULT_VALUES_K else []))
 
 
 def describe(attribute: str) -> str:
@@ -85,6 +90,7 @@ class Answerer:
         pluralism: Any = None,
         overton_style: OvertonStyle = "synthesize",
         top_k: int = DEFAULT_TOP_K,
+        values_k: int = DEFAULT_VALUES_K,
     ) -> None:
         self.method = method
         self.seed = seed
@@ -93,6 +99,7 @@ class Answerer:
             pluralism.settings.overton_style if pluralism is not None else overton_style
         )
         self.top_k: int = pluralism.settings.top_k if pluralism is not None else top_k
+        self.values_k: int = pluralism.settings.values_k if pluralism is not None else values_k
         self._communities = communities
         self._pluralism = pluralism
         self._model: Any = None
@@ -100,7 +107,7 @@ class Answerer:
 
     @property
     def label(self) -> str:
-        return method_label(self.method, self.overton_style, self.top_k)
+        return method_label(self.method, self.overton_style, self.top_k, self.values_k)
 
     # -- construction --------------------------------------------------------------------------
     def pool(self) -> Any:
@@ -112,10 +119,12 @@ class Answerer:
 
     def system(self) -> Any:
         """The `Pluralism` under test: no rule memory (the benchmarks are not about the shipped
-        policies, and training prompts carry none), and steering always picks the closest
-        community, since a benchmark item must get an answer."""
+        policies, and training prompts carry none), the shipped values catalogue (Overton
+        answers name the values they recall from it, as the default does), and steering always
+        picks the closest community, since a benchmark item must get an answer."""
         if self._pluralism is None:
-            from pluralism.core import Pluralism
+            from pluralism.config import default_dir
+            from pluralism.core import Pluralism, _rule_memory
 
             pool = self.pool()
             # In the list style the drafts are the answer, so together they get the answer
@@ -125,12 +134,14 @@ class Answerer:
                 rules_k=0,
                 steer_threshold=-1.0,
                 top_k=self.top_k,
+                values_k=self.values_k,
                 overton_style=self.overton_style,
                 meta_model=pool[0].model,
                 draft=GenerationParams(max_tokens=draft_tokens, seed=self.seed),
                 meta=GenerationParams(max_tokens=ANSWER_TOKENS, seed=self.seed),
             )
-            self._pluralism = Pluralism(pool, rules=None, settings=settings)
+            values = _rule_memory(default_dir("values"), None)
+            self._pluralism = Pluralism(pool, rules=None, values=values, settings=settings)
         return self._pluralism
 
     def model(self) -> Any:

@@ -16,7 +16,13 @@ from typing import Any, Literal
 
 from pluralism.errors import InputError
 from pluralism.eval._data import Item, Task, is_heldout, load_items
-from pluralism.eval._methods import DEFAULT_TOP_K, Answerer, Method, method_label
+from pluralism.eval._methods import (
+    DEFAULT_TOP_K,
+    DEFAULT_VALUES_K,
+    Answerer,
+    Method,
+    method_label,
+)
 from pluralism.eval._metrics import CoverageJudge, coverage, js_distance, mean, top_match
 from pluralism.types import OvertonStyle
 
@@ -39,10 +45,11 @@ class Summary:
     results: Path
     overton_style: OvertonStyle = "synthesize"
     top_k: int = DEFAULT_TOP_K
+    values_k: int = DEFAULT_VALUES_K
 
     @property
     def label(self) -> str:
-        return method_label(self.method, self.overton_style, self.top_k)
+        return method_label(self.method, self.overton_style, self.top_k, self.values_k)
 
     def as_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -55,6 +62,7 @@ class Summary:
         if self.task == "overton" and self.method == "pluralism":
             out["style"] = self.overton_style
             out["top_k"] = self.top_k
+            out["values_k"] = self.values_k
         return out
 
 
@@ -139,12 +147,18 @@ def run(
     progress: bool = True,
     overton_style: OvertonStyle = "synthesize",
     top_k: int = DEFAULT_TOP_K,
+    values_k: int = DEFAULT_VALUES_K,
 ) -> Summary:
     """Evaluate `method` on `task` rows of `data`, resuming from earlier results in `out`."""
     data_path = Path(data)
     items = load_items(data_path, task)
     ans = answerer or Answerer(
-        method, communities=communities, seed=seed, overton_style=overton_style, top_k=top_k
+        method,
+        communities=communities,
+        seed=seed,
+        overton_style=overton_style,
+        top_k=top_k,
+        values_k=values_k,
     )
     keep = None
     if task == "distributional":
@@ -199,6 +213,7 @@ def run(
         path,
         ans.overton_style,
         ans.top_k,
+        ans.values_k,
     )
 
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from pluralism.embedding import Embedder
 from pluralism.modes._prompts import history_messages, with_system
-from pluralism.types import Message, Perspective
+from pluralism.types import Message, Perspective, RuleHit
 
 INSTRUCTIONS = (
     "You write one balanced answer that presents each distinct perspective below fairly, "
@@ -58,10 +58,30 @@ def render_list(perspectives: Sequence[Perspective]) -> str:
     return "\n".join(lines)
 
 
+VALUES_HEADER = "Values that may be at stake:"
+
+
+def render_values(hits: Sequence[RuleHit]) -> str:
+    """The recalled entries of the values catalogue as the answer's closing list, or ''.
+
+    Listed, not left to the meta model: a small one drops or garbles them, and a list lets a
+    reader see which values the answer was checked against (Value Kaleidoscope's idea of
+    naming the values, rights and duties at stake).
+    """
+    if not hits:
+        return ""
+    return "\n".join([VALUES_HEADER, *(f"- {h.rule.text.strip()}" for h in hits)])
+
+
+def with_values(text: str, values: str) -> str:
+    return f"{text.rstrip()}\n\n{values}" if values else text
+
+
 def meta_messages(
     prompt: str,
     perspectives: Sequence[Perspective],
     *,
+    values: str = "",
     context: str = "",
     system: str | None = None,
     history: Sequence[dict[str, Any]] = (),
@@ -70,7 +90,9 @@ def meta_messages(
     user = f"Question: {prompt}\n\nPerspectives:\n{listed}"
     if context:
         user = f"{context}\n\n{user}"
-    user += "\n\nWrite one answer that covers each perspective."
+    user += f"\n\n{values}" if values else ""
+    user += "\n\nWrite one answer that covers each perspective"
+    user += " and says how each value above bears on it." if values else "."
     return [
         {"role": "system", "content": with_system(system, INSTRUCTIONS)},
         *history_messages(history),

@@ -265,6 +265,9 @@ def describe(r: PluralResponse) -> dict[str, Any]:
         "timings": dict(t.timings),
         "notes": t.notes,
     }
+    if t.values:
+        info["values"] = t.values
+        info["values_version"] = t.values_version
     if t.principles:
         info["principles"] = [p.model_dump() for p in t.principles]
     if t.steer_score is not None:

@@ -36,6 +36,10 @@ def serve(
         Path | None,
         typer.Option(help="Directory of community YAML files (default: shipped pool)."),
     ] = None,
+    values: Annotated[
+        Path | None,
+        typer.Option(help="Values catalogue Overton answers name (default: shipped values)."),
+    ] = None,
     host: Annotated[str | None, typer.Option(help="Address to listen on [127.0.0.1].")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on [8080].")] = None,
     default_mode: Annotated[
@@ -62,6 +66,7 @@ def serve(
             "upstream_model": upstream_model,
             "policies": policies,
             "communities": communities,
+            "values": values,
             "host": host,
             "port": port,
             "default_mode": default_mode,
@@ -113,12 +118,14 @@ def _precheck(cfg: object) -> None:
             "--upstream is set but --upstream-model is not; name the model the upstream serves"
         )
     pool = load_communities(cfg.communities or default_dir("communities"))
-    if cfg.redis_url:
-        return
-    directory = cfg.policies or default_dir("policies")
-    if not directory.is_dir():
-        raise ConfigError(
-            "policies directory does not exist; create it or point --policies elsewhere",
-            path=str(directory),
-        )
-    load_policies(directory, known_communities=[c.id for c in pool]).raise_for_errors()
+    known = [c.id for c in pool]
+    checks = [("values", cfg.values or default_dir("values"))]
+    if not cfg.redis_url:
+        checks.insert(0, ("policies", cfg.policies or default_dir("policies")))
+    for name, directory in checks:
+        if not directory.is_dir():
+            raise ConfigError(
+                f"{name} directory does not exist; create it or point --{name} elsewhere",
+                path=str(directory),
+            )
+        load_policies(directory, known_communities=known).raise_for_errors()

@@ -21,7 +21,7 @@ ENV_PREFIX = "PLURALISM_"
 ProxyMode = Literal["overton", "steerable", "distributional", "rules"]
 MODES: tuple[ProxyMode, ...] = ("overton", "steerable", "distributional", "rules")
 # Fields that hold a directory: relative paths in a config file are relative to that file.
-_PATH_FIELDS = ("communities", "policies")
+_PATH_FIELDS = ("communities", "policies", "values")
 # Fields a comma-separated environment variable fills as a list.
 _LIST_FIELDS = ("api_keys",)
 
@@ -40,6 +40,9 @@ class ProxyConfig(BaseModel):
     upstream_max_retries: int = Field(2, ge=0, le=10)
     communities: Path | None = None
     policies: Path | None = None
+    # The values catalogue Overton answers name (Settings.values_k); read from files even
+    # when the rules live in Redis, and watched with the policies.
+    values: Path | None = None
     watch_policies: bool = True
     redis_url: str | None = None
     api_keys: list[SecretStr] = Field(default_factory=list)

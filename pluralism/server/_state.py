@@ -59,6 +59,7 @@ class ProxyState:
     # Filled by `load`; `pluralism` stays None until the models are ready.
     pluralism: Any = None
     rules: Any = None
+    values: Any = None  # the values catalogue, a RuleMemory read from files
     meta: TimedModel | None = None
     upstream_label: str = "local"
     load_error: str | None = None
@@ -136,30 +137,48 @@ class ProxyState:
             meta = inner if isinstance(inner, TimedModel) else TimedModel(inner)
             self.upstream_label = f"local:{meta.model_id}"
         self.rules = self._rules(emb, [c.id for c in pool])
+        self.values = self._values(emb, [c.id for c in pool])
         self.meta = meta
         self.pluralism = Pluralism(
-            pool, embedder=emb, models=models, meta=meta, rules=self.rules, settings=cfg.settings
+            pool,
+            embedder=emb,
+            models=models,
+            meta=meta,
+            rules=self.rules,
+            values=self.values,
+            settings=cfg.settings,
         )
         # Warm the embedder: the first encode compiles kernels and would land on a request.
         emb.encode(["warm up"])
 
     def _rules(self, embedder: Any, communities: list[str]) -> Any:
+        cfg = self.config
+        if cfg.redis_url:
+            from pluralism.rules import RuleMemory
+
+            return RuleMemory.from_redis(cfg.redis_url, embedder=embedder)
+        return self._from_files("policies", cfg.policies, embedder, communities)
+
+    def _values(self, embedder: Any, communities: list[str]) -> Any:
+        return self._from_files("values", self.config.values, embedder, communities)
+
+    def _from_files(
+        self, name: str, configured: Path | None, embedder: Any, communities: list[str]
+    ) -> Any:
+        """A watched `RuleMemory` of the configured directory, else the shipped `name/`."""
         from pluralism.config import default_dir
         from pluralism.rules import RuleMemory
 
-        cfg = self.config
-        if cfg.redis_url:
-            return RuleMemory.from_redis(cfg.redis_url, embedder=embedder)
-        directory = Path(cfg.policies) if cfg.policies else default_dir("policies")
+        directory = Path(configured) if configured else default_dir(name)
         if not directory.is_dir():
             raise ConfigError(
-                "policies directory does not exist; create it or point --policies elsewhere",
+                f"{name} directory does not exist; create it or point --{name} elsewhere",
                 path=str(directory),
             )
         return RuleMemory.from_path(
             directory,
             embedder=embedder,
-            watch=cfg.watch_policies,
+            watch=self.config.watch_policies,
             known_communities=communities,
         )
 
@@ -173,6 +192,8 @@ class ProxyState:
         if self.rules is not None:
             status = self.rules.status()
             checks["rules"] = {"version": self.rules.version, **_plain(status)}
+            if self.values is not None:
+                checks["values"] = {"version": self.values.version, "count": len(self.values.rules)}
             if not self.rules.healthy:
                 reasons.append(
                     "the Redis rule store is unreachable; serving the last rules it sent"
@@ -184,11 +205,13 @@ class ProxyState:
         return not reasons, reasons, checks
 
     def close(self) -> None:
-        if self.rules is not None:
+        for name, memory in (("rule memory", self.rules), ("values catalogue", self.values)):
+            if memory is None:
+                continue
             try:
-                self.rules.close()
+                memory.close()
             except Exception:
-                log.exception("Closing the rule memory failed")
+                log.exception("Closing the %s failed", name)
 
 
 def _plain(status: dict[str, Any]) -> dict[str, Any]:

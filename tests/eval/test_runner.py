@@ -183,16 +183,17 @@ def test_list_style_is_a_run_of_its_own(
 
     over = fx.write(tmp_path / "o.json", fx.overton_rows())
     summaries = {}
-    for name, style, top_k in (
-        ("synthesize", "synthesize", 3),
-        ("list", "list", 3),
-        ("k5", "list", 5),
+    for name, style, top_k, values_k in (
+        ("synthesize", "synthesize", 3, 5),
+        ("list", "list", 3, 5),
+        ("k5", "list", 5, 5),
+        ("v0", "synthesize", 3, 0),
     ):
         system = Pluralism(
             default_pool,
             embedder=embedder,
             models=scripted_pool,
-            settings=Settings(rules_k=0, overton_style=style, top_k=top_k),
+            settings=Settings(rules_k=0, overton_style=style, top_k=top_k, values_k=values_k),
         )
         summaries[name] = run(
             "overton",
@@ -212,6 +213,9 @@ def test_list_style_is_a_run_of_its_own(
     assert listed.as_json()["style"] == "list"
     assert summaries["k5"].results.name == "overton-o-pluralism_list_k5.jsonl"
     assert summaries["k5"].as_json()["top_k"] == 5
+    # Without the values list: a run of its own too.
+    assert summaries["v0"].results.name == "overton-o-pluralism_v0.jsonl"
+    assert summaries["v0"].as_json()["values_k"] == 0
     assert summaries["synthesize"].as_json()["style"] == "synthesize"
     assert "| pluralism_list |" in write_report(tmp_path).read_text()
 

@@ -1,8 +1,14 @@
 from __future__ import annotations
 
 from pluralism.embedding import CachedEmbedder
-from pluralism.modes.overton import merge_near_duplicates, meta_messages, render_list
-from pluralism.types import Perspective
+from pluralism.modes.overton import (
+    merge_near_duplicates,
+    meta_messages,
+    render_list,
+    render_values,
+    with_values,
+)
+from pluralism.types import Perspective, Rule, RuleHit
 
 
 def p(cid: str, weight: float, text: str) -> Perspective:
@@ -49,3 +55,21 @@ def test_list_style_names_each_view_heaviest_first() -> None:
         "- Europe: Service is included.",
         "- Americas: Tip.",
     ]
+
+
+def test_values_close_the_answer_as_a_list_and_reach_the_meta_prompt() -> None:
+    hits = [
+        RuleHit(rule=Rule(id="honesty", text="Honesty: telling the truth."), score=0.4),
+        RuleHit(rule=Rule(id="trust", text=" Trust: being reliable. "), score=0.3),
+    ]
+    values = render_values(hits)
+    assert values.splitlines() == [
+        "Values that may be at stake:",
+        "- Honesty: telling the truth.",
+        "- Trust: being reliable.",
+    ]
+    assert with_values("An answer.  ", values) == f"An answer.\n\n{values}"
+    assert render_values([]) == "" and with_values("An answer.", "") == "An answer."
+    last = meta_messages("Is lying wrong?", [p("europe", 1.0, "No.")], values=values)[-1]
+    assert "- Trust: being reliable." in last["content"]
+    assert last["content"].endswith("says how each value above bears on it.")

@@ -70,9 +70,12 @@ def test_overton_list_style_per_request(client: openai.OpenAI, stream: bool) -> 
         )
         text = completion.choices[0].message.content or ""
         p = info(completion)
-    # The answer is the community drafts under their names; no meta model wrote it.
-    assert text.startswith("Views differ on this:\n- ")
-    assert text.count("\n- ") == len(p["perspectives"])
+    # The answer is the community drafts under their names; no meta model wrote it. The values
+    # it touches (from the shipped catalogue) follow, and the reply says which they were.
+    views, values = text.split("\n\nValues that may be at stake:\n")
+    assert views.startswith("Views differ on this:\n- ")
+    assert views.count("\n- ") == len(p["perspectives"])
+    assert values.count("- ") == len(p["values"]) >= 1 and p["values_version"]
     assert "answer" not in p["timings"]
 
 

@@ -110,14 +110,18 @@ def test_the_cli_module_is_light_to_import() -> None:
     assert out.stdout.strip() == "[]"
 
 
-def test_serve_with_a_broken_config_exits_with_one_line(tmp_path: Path) -> None:
-    path = write(tmp_path, "port: 80\nprot: 90\n")
-    out = subprocess.run(
-        [sys.executable, "-m", "pluralism", "serve", "--config", str(path)],
+def serve(config: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pluralism", "serve", "--config", str(config)],
         capture_output=True,
         text=True,
         timeout=120,
     )
+
+
+def test_serve_with_a_broken_config_exits_with_one_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "port: 80\nprot: 90\n")
+    out = serve(path)
     assert out.returncode == 1
     assert "Traceback" not in out.stderr
     assert f"{path}:2" in " ".join(out.stderr.split())
@@ -138,10 +142,29 @@ def test_serve_help_lists_the_flags() -> None:
         "--config",
         "--policies",
         "--communities",
+        "--values",
         "--host",
         "--port",
     ):
         assert flag in out.stdout
+
+
+@pytest.mark.parametrize(
+    ("body", "needle"),
+    [
+        ("values: nowhere\n", "values directory does not exist"),
+        ("values: broken\n", "broken"),
+    ],
+)
+def test_serve_refuses_a_missing_or_broken_values_catalogue(
+    tmp_path: Path, body: str, needle: str
+) -> None:
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "values.yaml").write_text("rules:\n  - id: honesty\n", "utf-8")
+    out = serve(write(tmp_path, body))
+    assert out.returncode == 1
+    assert "Traceback" not in out.stderr
+    assert needle in " ".join(out.stderr.split())
 
 
 def test_a_worker_started_without_serve_says_how_to_start_it(
