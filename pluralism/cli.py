@@ -54,8 +54,12 @@ def _load(
     from pluralism.config import default_dir, load_communities
     from pluralism.core import Pluralism, _rule_memory
     from pluralism.embedding import default_embedder
+    from pluralism.errors import InputError
     from pluralism.settings import Settings
 
+    for flag, given in (("--policies", policies), ("--values", values)):
+        if given is not None and not given.is_dir():
+            raise InputError(f"{flag} {given} is not a directory; pass a directory of rule files.")
     embedder = default_embedder()
     pool = load_communities(communities or default_dir("communities"))
     rules = _rule_memory(policies or default_dir("policies"), embedder)

@@ -9,10 +9,11 @@ from collections.abc import AsyncIterator, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from pluralism._flow import Runtime, State
 from pluralism.config import default_dir, load_communities
 from pluralism.embedding import Embedder, default_embedder
 from pluralism.errors import InputError, UnknownModeError
-from pluralism.graph import Runtime, State, build_graph
+from pluralism.graph import build_graph
 from pluralism.models._protocol import ChatModel
 from pluralism.router import Router, RouterSettings
 from pluralism.settings import Settings
@@ -171,7 +172,9 @@ class Pluralism:
 
         `tags` say what the request is about: rules whose scope names tags apply only to
         requests sharing one of them. `overton_style` overrides `Settings.overton_style` for
-        this request.
+        this request. `params` are the final answer's sampling settings (default
+        `Settings.meta`); where the drafts are the answer (Overton's list style, distributional
+        without options) its `max_tokens` is shared among them.
         """
         if not isinstance(prompt, str) or not prompt.strip():
             raise InputError("The prompt is empty; pass the question to answer.")

@@ -9,25 +9,22 @@ instances with different pools never share state.
 from __future__ import annotations
 
 import asyncio
-import operator
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
-from typing import Annotated, Any, TypedDict
+from typing import Any
 
 from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Send
 
 from pluralism._calls import generate_for, recall_rules, score_for, with_answers
-from pluralism.embedding import Embedder
+from pluralism._flow import DraftTask, Runtime, State
 from pluralism.errors import InputError
 from pluralism.models._protocol import ChatModel
 from pluralism.modes import distributional, overton, steerable
 from pluralism.modes._prompts import context_block, draft_messages
 from pluralism.population import population_weights
-from pluralism.router import Router, SteerMatch
-from pluralism.settings import Settings
+from pluralism.router import SteerMatch
 from pluralism.types import (
     Community,
     Message,
@@ -35,59 +32,9 @@ from pluralism.types import (
     Perspective,
     PluralRequest,
     PluralResponse,
-    Principle,
-    RuleHit,
     RuleScope,
     Trace,
 )
-
-
-@dataclass
-class Runtime:
-    """The parts every node reads; one per `Pluralism` instance."""
-
-    router: Router
-    embedder: Embedder
-    settings: Settings
-    community_model: Any  # Callable[[Community], ChatModel]
-    meta: ChatModel
-    rules: Any = None  # a RuleMemory, when one is configured
-    values: Any = None  # the values catalogue: a RuleMemory of value statements
-    communities: dict[str, Community] = field(default_factory=dict)
-    principle_cache: Any = None  # a rules.PrincipleCache, shared by every request
-
-
-def _merge(left: dict[str, float], right: dict[str, float]) -> dict[str, float]:
-    return {**left, **right}
-
-
-class State(TypedDict, total=False):
-    request: PluralRequest
-    stream: bool
-    active: dict[str, float]
-    routing: dict[str, float]
-    steer: SteerMatch | None
-    population: dict[str, float]
-    notes: Annotated[list[str], operator.add]
-    hits: list[RuleHit]
-    rules_version: str | None
-    values: list[RuleHit]
-    context: str
-    principles: list[Principle]
-    principle_rounds: int
-    drafts: Annotated[list[Perspective], operator.add]
-    meta_messages: list[Message] | None
-    footer: str
-    response: PluralResponse
-    timings: Annotated[dict[str, float], _merge]
-    model_ms: Annotated[float, operator.add]
-    models: Annotated[dict[str, str], _merge]
-
-
-class DraftTask(TypedDict):
-    request: PluralRequest
-    context: str
-    members: dict[str, float]
 
 
 def _ms(start: float) -> float:
@@ -187,8 +134,9 @@ def build_graph(rt: Runtime) -> Any:
             model = rt.community_model(rt.communities[cid])
             groups[model.model_id][cid] = w
         node = "score" if req.options else "draft"
+        ctx, n = state.get("context", ""), len(state["active"])
         return [
-            Send(node, DraftTask(request=req, context=state.get("context", ""), members=m))
+            Send(node, DraftTask(request=req, context=ctx, members=m, drafts=n))
             for m in groups.values()
         ]
 
@@ -202,16 +150,13 @@ def build_graph(rt: Runtime) -> Any:
         """The task's communities, the model they share, and one conversation each."""
         req = task["request"]
         members = [rt.communities[cid] for cid in task["members"]]
-        drafts_answer = (req.mode is Mode.OVERTON and style_of(req) == "list") or (
-            req.mode is Mode.DISTRIBUTIONAL and not req.options
-        )
         convs = [
             draft_messages(
                 c,
                 req.prompt,
                 context=task["context"],
                 history=req.history,
-                operator_system=req.system if drafts_answer else None,
+                operator_system=req.system if drafts_answer(req) else None,
             )
             for c in members
         ]
@@ -219,6 +164,12 @@ def build_graph(rt: Runtime) -> Any:
 
     def style_of(req: PluralRequest) -> str:
         return req.overton_style or rt.settings.overton_style
+
+    def drafts_answer(req: PluralRequest) -> bool:
+        """Whether the drafts themselves are the answer (no meta model rewrites them)."""
+        return (req.mode is Mode.OVERTON and style_of(req) == "list") or (
+            req.mode is Mode.DISTRIBUTIONAL and not req.options
+        )
 
     def batch_result(
         step: str, model: ChatModel, drafts: list[Perspective], t0: float
@@ -234,8 +185,13 @@ def build_graph(rt: Runtime) -> Any:
     async def draft(task: DraftTask) -> dict[str, Any]:
         t0 = time.perf_counter()
         members, model, convs = batch_for(task)
-        # A client's sampling parameters shape the final answer; drafts keep the pool's own.
+        # A client's sampling parameters shape the final answer; drafts keep the pool's own,
+        # except that where the drafts are the answer they share its token budget.
         params = rt.settings.draft
+        req = task["request"]
+        if req.params is not None and drafts_answer(req):
+            share = max(1, req.params.max_tokens // max(1, task["drafts"]))
+            params = params.model_copy(update={"max_tokens": min(params.max_tokens, share)})
         texts = await generate_for(model, convs, members, params)
         drafts = [
             Perspective(community=c.id, name=c.name, weight=task["members"][c.id], text=t.strip())

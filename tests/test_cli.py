@@ -72,6 +72,12 @@ def test_communities_counts_and_checks_answers_files(tmp_path: Path) -> None:
     assert_clean_failure(proc, "answers.jsonl:2: not a JSON object")
 
 
+@pytest.mark.parametrize("flag", ["--policies", "--values"])
+def test_a_rule_directory_that_does_not_exist_is_refused(flag: str) -> None:
+    proc = run("ask", "Is tipping required?", flag, "no-such-dir", timeout=120)
+    assert_clean_failure(proc, f"{flag} no-such-dir is not a directory")
+
+
 def test_missing_prompt_is_a_usage_error() -> None:
     proc = run("ask")
     assert proc.returncode == 2

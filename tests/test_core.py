@@ -20,7 +20,7 @@ from pluralism import (
 )
 from pluralism.embedding import CachedEmbedder
 from pluralism.models import ModelPool, ScriptedChatModel
-from pluralism.types import Community
+from pluralism.types import Community, GenerationParams
 
 
 @pytest.fixture()
@@ -68,6 +68,20 @@ def test_overton_list_style_answers_with_the_drafts_and_no_meta_call(
     assert len(lines) == 1 + len(r.perspectives)
     for line, p in zip(lines[1:], r.perspectives, strict=True):
         assert line == f"- {p.name}: {p.text.strip()}"
+
+
+def test_drafts_that_are_the_answer_share_the_requests_token_budget(
+    listing: Pluralism,
+) -> None:
+    """A client's max_tokens bounds the whole answer, so list-style drafts split it."""
+    prompt = "Should the government provide free healthcare?"
+    free = listing.respond(prompt, mode="overton")
+    assert max(len(p.text.split()) for p in free.perspectives) > 4  # the pool's own budget
+    r = listing.respond(prompt, mode="overton", params=GenerationParams(max_tokens=12))
+    n = len(r.trace.routing)
+    assert n > 1 and all(len(p.text.split()) <= 12 // n for p in r.perspectives)
+    shares = listing.respond(prompt, mode="distributional", params=GenerationParams(max_tokens=12))
+    assert all(len(p.text.split()) <= 12 // len(shares.perspectives) for p in shares.perspectives)
 
 
 async def test_overton_list_style_streams_no_tokens_only_the_response(
