@@ -55,12 +55,12 @@ class State(TypedDict, total=False):
     hits: list[RuleHit]
     rules_version: str | None
     values: list[RuleHit]
+    values_version: str | None
     context: str
     principles: list[Principle]
     principle_rounds: int
     drafts: Annotated[list[Perspective], operator.add]
     meta_messages: list[Message] | None
-    footer: str
     response: PluralResponse
     timings: Annotated[dict[str, float], _merge]
     model_ms: Annotated[float, operator.add]

@@ -90,6 +90,8 @@ def build_graph(rt: Runtime) -> Any:
         out: dict[str, Any] = {"hits": [], "rules_version": None, "context": "", "values": []}
         if req.mode is Mode.OVERTON and rt.values is not None and rt.settings.values_k > 0:
             out["values"] = await recall_rules(rt.values, req.prompt, rt.settings.values_k, scope)
+            # Read with the recall, as the rules' version is: an edit may land before the answer.
+            out["values_version"] = rt.values.version
         if rt.rules is not None and rt.settings.rules_k > 0:
             from pluralism.rules import format_rules
 
@@ -263,7 +265,6 @@ def build_graph(rt: Runtime) -> Any:
                     system=req.system,
                     history=req.history,
                 )
-                out["footer"] = values
         elif req.mode is Mode.STEERABLE:
             match = state["steer"]
             assert match is not None
@@ -304,7 +305,7 @@ def build_graph(rt: Runtime) -> Any:
                 rules=[h.rule.id for h in state.get("hits", [])],
                 rules_version=state.get("rules_version"),
                 values=[h.rule.id for h in state.get("values", [])],
-                values_version=rt.values.version if state.get("values") else None,
+                values_version=state.get("values_version") if state.get("values") else None,
                 principles=state.get("principles", []),
                 principle_rounds=state.get("principle_rounds", 0),
                 population_weights=state.get("population", {}),
@@ -331,7 +332,8 @@ def build_graph(rt: Runtime) -> Any:
             (text,) = await rt.meta.agenerate([messages], params)
         ms = _ms(t0)
         text = text.strip()
-        if footer := state.get("footer", ""):
+        # Only Overton recalls values, so only an Overton answer gets the list after it.
+        if footer := overton.render_values(state.get("values", [])):
             # The streamed text so far is the meta model's; the values list follows it.
             full = overton.with_values(text, footer)
             if state.get("stream"):

@@ -140,7 +140,8 @@ class Answerer:
                 draft=GenerationParams(max_tokens=draft_tokens, seed=self.seed),
                 meta=GenerationParams(max_tokens=ANSWER_TOKENS, seed=self.seed),
             )
-            values = _rule_memory(default_dir("values"), None)
+            # Embedding the catalogue is start-up work that only a run naming values needs.
+            values = _rule_memory(default_dir("values"), None) if self.values_k else None
             self._pluralism = Pluralism(pool, rules=None, values=values, settings=settings)
         return self._pluralism
 

@@ -7,7 +7,7 @@ FastAPI, uvicorn and the models load inside `serve`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 
@@ -119,13 +119,9 @@ def _precheck(cfg: object) -> None:
         )
     pool = load_communities(cfg.communities or default_dir("communities"))
     known = [c.id for c in pool]
-    checks = [("values", cfg.values or default_dir("values"))]
-    if not cfg.redis_url:
-        checks.insert(0, ("policies", cfg.policies or default_dir("policies")))
-    for name, directory in checks:
-        if not directory.is_dir():
-            raise ConfigError(
-                f"{name} directory does not exist; create it or point --{name} elsewhere",
-                path=str(directory),
-            )
-        load_policies(directory, known_communities=known).raise_for_errors()
+    # With Redis the rules come from there; the values catalogue is always read from files.
+    names: list[Literal["policies", "values"]] = (
+        ["values"] if cfg.redis_url else ["policies", "values"]
+    )
+    for name in names:
+        load_policies(cfg.rule_dir(name), known_communities=known).raise_for_errors()

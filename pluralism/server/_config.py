@@ -58,6 +58,20 @@ class ProxyConfig(BaseModel):
     workers: int = Field(1, ge=1, le=64)
     settings: Settings = Field(default_factory=Settings)
 
+    def rule_dir(self, name: Literal["policies", "values"]) -> Path:
+        """The configured `policies` or `values` directory, else the shipped one; one that does
+        not exist is a `ConfigError` naming the flag to fix."""
+        from pluralism.config import default_dir
+
+        configured: Path | None = getattr(self, name)
+        directory = Path(configured) if configured else default_dir(name)
+        if not directory.is_dir():
+            raise ConfigError(
+                f"{name} directory does not exist; create it or point --{name} elsewhere",
+                path=str(directory),
+            )
+        return directory
+
     @field_validator("upstream")
     @classmethod
     def _http_url(cls, v: str | None) -> str | None:

@@ -12,8 +12,7 @@ import hmac
 import logging
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 from pydantic import SecretStr
@@ -157,26 +156,19 @@ class ProxyState:
             from pluralism.rules import RuleMemory
 
             return RuleMemory.from_redis(cfg.redis_url, embedder=embedder)
-        return self._from_files("policies", cfg.policies, embedder, communities)
+        return self._from_files("policies", embedder, communities)
 
     def _values(self, embedder: Any, communities: list[str]) -> Any:
-        return self._from_files("values", self.config.values, embedder, communities)
+        return self._from_files("values", embedder, communities)
 
     def _from_files(
-        self, name: str, configured: Path | None, embedder: Any, communities: list[str]
+        self, name: Literal["policies", "values"], embedder: Any, communities: list[str]
     ) -> Any:
         """A watched `RuleMemory` of the configured directory, else the shipped `name/`."""
-        from pluralism.config import default_dir
         from pluralism.rules import RuleMemory
 
-        directory = Path(configured) if configured else default_dir(name)
-        if not directory.is_dir():
-            raise ConfigError(
-                f"{name} directory does not exist; create it or point --{name} elsewhere",
-                path=str(directory),
-            )
         return RuleMemory.from_path(
-            directory,
+            self.config.rule_dir(name),
             embedder=embedder,
             watch=self.config.watch_policies,
             known_communities=communities,
