@@ -59,6 +59,8 @@ def test_unknown_method_and_split(tmp_path: Path) -> None:
     )
     proc = run("eval", "overton", "--data", str(over), "--top-k", "0")
     assert proc.returncode == 2 and "Invalid value for '--top-k'" in proc.stderr  # a usage error
+    proc = run("eval", "overton", "--data", str(over), "--values-k", "21")
+    assert proc.returncode == 2 and "Invalid value for '--values-k'" in proc.stderr
 
 
 def test_empty_data_and_filters(tmp_path: Path) -> None:
