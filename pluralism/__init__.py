@@ -42,7 +42,13 @@ if TYPE_CHECKING:
     from pluralism.answers import Answered, AnswerMemory
     from pluralism.config import load_communities
     from pluralism.core import Pluralism
-    from pluralism.embedding import CachedEmbedder, Embedder, SentenceTransformerEmbedder
+    from pluralism.embedding import (
+        CachedEmbedder,
+        Embedder,
+        EnsembleEmbedder,
+        SentenceTransformerEmbedder,
+        load_embedder,
+    )
     from pluralism.models import (
         ChatModel,
         LocalChatModel,
@@ -51,7 +57,14 @@ if TYPE_CHECKING:
         ScriptedChatModel,
     )
     from pluralism.router import Router, RouterSettings
-    from pluralism.rules import InMemoryRuleStore, RedisRuleStore, RuleMemory, RuleStore
+    from pluralism.rules import (
+        InMemoryRuleStore,
+        RedisRuleStore,
+        RuleMemory,
+        RuleStore,
+        TuneReport,
+        tune_embedder,
+    )
     from pluralism.settings import Settings
 
 __version__ = "0.1.0"
@@ -65,6 +78,8 @@ _LAZY = {
     "Embedder": "pluralism.embedding",
     "SentenceTransformerEmbedder": "pluralism.embedding",
     "CachedEmbedder": "pluralism.embedding",
+    "EnsembleEmbedder": "pluralism.embedding",
+    "load_embedder": "pluralism.embedding",
     "ChatModel": "pluralism.models",
     "LocalChatModel": "pluralism.models",
     "OpenAIChatModel": "pluralism.models",
@@ -76,6 +91,8 @@ _LAZY = {
     "RuleStore": "pluralism.rules",
     "InMemoryRuleStore": "pluralism.rules",
     "RedisRuleStore": "pluralism.rules",
+    "TuneReport": "pluralism.rules",
+    "tune_embedder": "pluralism.rules",
 }
 
 
@@ -90,6 +107,7 @@ __all__ = [
     "Community",
     "ConfigError",
     "Embedder",
+    "EnsembleEmbedder",
     "GenerationParams",
     "InMemoryRuleStore",
     "InputError",
@@ -123,8 +141,11 @@ __all__ = [
     "Settings",
     "SteerNotFoundError",
     "Trace",
+    "TuneReport",
     "UnknownModeError",
     "UpstreamError",
     "__version__",
     "load_communities",
+    "load_embedder",
+    "tune_embedder",
 ]

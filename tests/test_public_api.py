@@ -15,6 +15,7 @@ PINNED = {
     "Community",
     "ConfigError",
     "Embedder",
+    "EnsembleEmbedder",
     "GenerationParams",
     "InMemoryRuleStore",
     "InputError",
@@ -48,10 +49,13 @@ PINNED = {
     "Settings",
     "SteerNotFoundError",
     "Trace",
+    "TuneReport",
     "UnknownModeError",
     "UpstreamError",
     "__version__",
     "load_communities",
+    "load_embedder",
+    "tune_embedder",
 }
 
 

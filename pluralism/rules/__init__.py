@@ -14,6 +14,7 @@ from pluralism.rules._memory import DEFAULT_THRESHOLD, RuleMemory, format_rules
 from pluralism.rules._memory_store import InMemoryRuleStore
 from pluralism.rules._redis_store import RedisRuleStore
 from pluralism.rules._store import RuleStore
+from pluralism.rules._tune import TuneReport, tune_embedder
 from pluralism.rules._watch import AuditLog, PolicyWatcher
 from pluralism.rules.situate import (
     PrincipleCache,
@@ -35,6 +36,7 @@ __all__ = [
     "RuleIndex",
     "RuleMemory",
     "RuleStore",
+    "TuneReport",
     "default_policies_dir",
     "format_principles",
     "format_rules",
@@ -42,6 +44,7 @@ __all__ = [
     "lint_policies",
     "load_policies",
     "situate_principles",
+    "tune_embedder",
 ]
 
 

@@ -40,6 +40,14 @@ CommunitiesOpt = Annotated[
         "(default: ./communities, else the default pool).",
     ),
 ]
+EmbedderOpt = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--embedder",
+        help="Recall with this sentence-transformers model directory, e.g. one "
+        "`pluralism policies tune` wrote; repeat for an ensemble (default: the bundled MiniLM).",
+    ),
+]
 
 
 def _out() -> Console:
@@ -75,14 +83,8 @@ def _load(directory: Path | None, communities: Path | None) -> tuple[Path, Loade
     return root, load_policies(root, known_communities=known_communities(communities))
 
 
-def _memory(root: Path, loaded: LoadedPolicies) -> RuleMemory:
-    if loaded.errors:
-        raise _fail(
-            f"{loaded.errors[0]} ({len(loaded.errors)} problem(s); run `pluralism policies lint "
-            f"{root}` to see them all)"
-        )
-    # Quiet the model loaders: authors should see tables (and --json clean JSON), not progress
-    # bars and load reports.
+def _quiet_loaders() -> None:
+    """Authors should see tables (and --json clean JSON), not progress bars and load reports."""
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     logging.getLogger("sentence_transformers").setLevel(logging.ERROR)
@@ -93,7 +95,18 @@ def _memory(root: Path, loaded: LoadedPolicies) -> RuleMemory:
         hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
     except ImportError:
         pass
-    return RuleMemory.from_rules(loaded.rules)
+
+
+def _memory(root: Path, loaded: LoadedPolicies, embedder: list[Path] | None = None) -> RuleMemory:
+    if loaded.errors:
+        raise _fail(
+            f"{loaded.errors[0]} ({len(loaded.errors)} problem(s); run `pluralism policies lint "
+            f"{root}` to see them all)"
+        )
+    _quiet_loaders()
+    from pluralism.embedding import load_embedder
+
+    return RuleMemory.from_rules(loaded.rules, embedder=load_embedder(embedder))
 
 
 @app.command()
@@ -132,11 +145,12 @@ def test_examples(
         ),
     ] = 5,
     communities: CommunitiesOpt = None,
+    embedder: EmbedderOpt = None,
 ) -> None:
     """Run every rule's `examples`: each must recall its rule in the top k."""
     root, loaded = _load(directory, communities)
     try:
-        memory = _memory(root, loaded)
+        memory = _memory(root, loaded, embedder)
         table = Table(title=f"Rule examples in {root} (top {k})")
         table.add_column("rule", no_wrap=True)
         for col in ("example", "rank", "score", "result"):
@@ -190,6 +204,7 @@ def recall(
     tag: Annotated[list[str] | None, typer.Option("--tag", help="Scope: tag (repeatable).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     communities: CommunitiesOpt = None,
+    embedder: EmbedderOpt = None,
 ) -> None:
     """Show which rules a prompt would recall, with scores and why."""
     root, loaded = _load(directory, communities)
@@ -199,7 +214,7 @@ def recall(
         else None
     )
     try:
-        memory = _memory(root, loaded)
+        memory = _memory(root, loaded, embedder)
         hits = memory.recall(prompt, k=k, scope=scope)
         version = memory.version
         memory.close()
@@ -230,3 +245,91 @@ def recall(
             text,
         )
     _out().print(table)
+
+
+def _pairs_file(path: Path, texts: dict[str, str]) -> list[tuple[str, str]]:
+    """(prompt, rule text) pairs from JSON Lines; `rule` is a rule id in `texts` or a text."""
+    pairs: list[tuple[str, str]] = []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise _fail(f"--pairs {path}: cannot read it ({exc}).") from None
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise _fail(f"{path}:{n}: not JSON ({exc.msg}); write one object a line.") from None
+        if (
+            not isinstance(row, dict)
+            or not isinstance(row.get("prompt"), str)
+            or not isinstance(row.get("rule"), str)
+        ):
+            raise _fail(
+                f'{path}:{n}: expected {{"prompt": "...", "rule": "..."}} with two strings; '
+                "`rule` is a rule id or a rule text."
+            )
+        prompt, rule = str(row["prompt"]), str(row["rule"])
+        pairs.append((prompt, texts.get(rule, rule)))
+    return pairs
+
+
+@app.command()
+def tune(
+    directory: DirArg = None,
+    out: Annotated[
+        Path,
+        typer.Option("--out", help="New or empty directory to write the tuned model to."),
+    ] = Path("tuned-embedder"),
+    pairs: Annotated[
+        Path | None,
+        typer.Option(
+            "--pairs",
+            help='More pairs to learn from: JSON Lines of {"prompt": ..., "rule": ...}, where '
+            "`rule` is a rule id in DIR or any rule text.",
+        ),
+    ] = None,
+    base: Annotated[
+        Path | None,
+        typer.Option("--base", help="Model directory to start from (default: bundled MiniLM)."),
+    ] = None,
+    epochs: Annotated[int, typer.Option("--epochs", min=1, max=50)] = 3,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace what is in --out.")
+    ] = False,
+    communities: CommunitiesOpt = None,
+) -> None:
+    """Tune the embedder on the rules' `examples` (and --pairs) so recall learns their wording.
+
+    Writes a sentence-transformers model to --out. Check it with `pluralism policies test DIR
+    --embedder OUT` on examples it did not learn from, then use it with `--rules-embedder OUT`
+    (ask, serve) or `rules_embedder: OUT` in the proxy config.
+    """
+    from pluralism.rules._tune import tune_embedder
+
+    root, loaded = _load(directory, communities)
+    if loaded.errors:
+        raise _fail(
+            f"{loaded.errors[0]} ({len(loaded.errors)} problem(s); run `pluralism policies lint "
+            f"{root}` to see them all)"
+        )
+    learned = [(e, r.text) for r in loaded.rules for e in r.examples]
+    if pairs is not None:
+        learned += _pairs_file(pairs, {r.id: r.text for r in loaded.rules})
+    _quiet_loaders()
+    try:
+        report = tune_embedder(
+            learned, out, base=base, epochs=epochs, seed=seed, overwrite=overwrite
+        )
+    except PluralismError as exc:
+        raise _fail(str(exc)) from None
+    _out().print(
+        f"[green]ok[/green]: tuned on {report.pairs} pair(s) for {report.rules} rule(s), "
+        f"{report.epochs} epoch(s), {report.steps} step(s), {report.seconds:.0f} s; "
+        f"saved to {report.path}.\n"
+        f"Check it: pluralism policies test {root} --embedder {report.path}",
+        highlight=False,
+        soft_wrap=True,
+    )

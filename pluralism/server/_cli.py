@@ -40,6 +40,13 @@ def serve(
         Path | None,
         typer.Option(help="Values catalogue Overton answers name (default: shipped values)."),
     ] = None,
+    rules_embedder: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="Model directory to recall rules and values with, e.g. from `pluralism "
+            "policies tune`; repeat for an ensemble (default: bundled MiniLM)."
+        ),
+    ] = None,
     host: Annotated[str | None, typer.Option(help="Address to listen on [127.0.0.1].")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on [8080].")] = None,
     default_mode: Annotated[
@@ -67,6 +74,7 @@ def serve(
             "policies": policies,
             "communities": communities,
             "values": values,
+            "rules_embedder": rules_embedder or None,
             "host": host,
             "port": port,
             "default_mode": default_mode,
@@ -125,3 +133,9 @@ def _precheck(cfg: object) -> None:
     )
     for name in names:
         load_policies(cfg.rule_dir(name), known_communities=known).raise_for_errors()
+    for model in cfg.rules_embedder:
+        if not model.is_dir():
+            raise ConfigError(
+                f"rules_embedder {model} is not a directory; pass a sentence-transformers model "
+                "directory (such as one `pluralism policies tune` wrote)."
+            )

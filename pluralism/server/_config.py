@@ -23,7 +23,7 @@ MODES: tuple[ProxyMode, ...] = ("overton", "steerable", "distributional", "rules
 # Fields that hold a directory: relative paths in a config file are relative to that file.
 _PATH_FIELDS = ("communities", "policies", "values")
 # Fields a comma-separated environment variable fills as a list.
-_LIST_FIELDS = ("api_keys",)
+_LIST_FIELDS = ("api_keys", "rules_embedder")
 
 
 class ProxyConfig(BaseModel):
@@ -43,6 +43,9 @@ class ProxyConfig(BaseModel):
     # The values catalogue Overton answers name (Settings.values_k); read from files even
     # when the rules live in Redis, and watched with the policies.
     values: Path | None = None
+    # Model directories the rule and values memories recall with (e.g. from `pluralism
+    # policies tune`; several make an equal-weight ensemble); routing keeps the bundled MiniLM.
+    rules_embedder: list[Path] = Field(default_factory=list)
     watch_policies: bool = True
     redis_url: str | None = None
     api_keys: list[SecretStr] = Field(default_factory=list)
@@ -78,6 +81,13 @@ class ProxyConfig(BaseModel):
         if v is not None and not v.startswith(("http://", "https://")):
             raise ValueError("must be an http:// or https:// URL such as http://127.0.0.1:8000/v1")
         return v.rstrip("/") if v else None
+
+    @field_validator("rules_embedder", mode="before")
+    @classmethod
+    def _one_or_many(cls, v: Any) -> Any:
+        if v is None:
+            return []
+        return [v] if isinstance(v, str | Path) else v
 
     @field_validator("default_mode", mode="before")
     @classmethod
@@ -122,6 +132,13 @@ def load_config(
         for name in _PATH_FIELDS:
             if isinstance(data.get(name), str):
                 data[name] = str((file.parent / data[name]).expanduser())
+        embedders = data.get("rules_embedder")
+        if isinstance(embedders, str):
+            embedders = [embedders]
+        if isinstance(embedders, list):
+            data["rules_embedder"] = [
+                str((file.parent / e).expanduser()) if isinstance(e, str) else e for e in embedders
+            ]
         _check(data, lines, where)
     from_env = env_overrides(os.environ if env is None else env)
     for name, value in from_env.items():

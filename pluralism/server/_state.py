@@ -17,7 +17,7 @@ from typing import Any, Literal
 import httpx
 from pydantic import SecretStr
 
-from pluralism.errors import ConfigError
+from pluralism.errors import ConfigError, InputError
 from pluralism.models._http import LeanTransport, lean_client
 from pluralism.server._config import ProxyConfig
 from pluralism.server._metrics import Metrics
@@ -135,8 +135,16 @@ class ProxyState:
             inner = models.get(cfg.settings.meta_model)
             meta = inner if isinstance(inner, TimedModel) else TimedModel(inner)
             self.upstream_label = f"local:{meta.model_id}"
-        self.rules = self._rules(emb, [c.id for c in pool])
-        self.values = self._values(emb, [c.id for c in pool])
+        recaller = emb
+        if cfg.rules_embedder:
+            from pluralism.embedding import load_embedder
+
+            try:
+                recaller = load_embedder(cfg.rules_embedder)
+            except InputError as exc:
+                raise ConfigError(str(exc)) from exc
+        self.rules = self._rules(recaller, [c.id for c in pool])
+        self.values = self._values(recaller, [c.id for c in pool])
         self.meta = meta
         self.pluralism = Pluralism(
             pool,
@@ -147,8 +155,10 @@ class ProxyState:
             values=self.values,
             settings=cfg.settings,
         )
-        # Warm the embedder: the first encode compiles kernels and would land on a request.
+        # Warm the embedders: the first encode compiles kernels and would land on a request.
         emb.encode(["warm up"])
+        if recaller is not emb:
+            recaller.encode(["warm up"])
 
     def _rules(self, embedder: Any, communities: list[str]) -> Any:
         cfg = self.config
@@ -183,7 +193,11 @@ class ProxyState:
             reasons.append("models are still loading")
         if self.rules is not None:
             status = self.rules.status()
-            checks["rules"] = {"version": self.rules.version, **_plain(status)}
+            checks["rules"] = {
+                "version": self.rules.version,
+                "embedder": self.rules.embedder.model_id,
+                **_plain(status),
+            }
             if self.values is not None:
                 checks["values"] = {"version": self.values.version, "count": len(self.values.rules)}
             if not self.rules.healthy:

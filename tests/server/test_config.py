@@ -143,6 +143,7 @@ def test_serve_help_lists_the_flags() -> None:
         "--policies",
         "--communities",
         "--values",
+        "--rules-embedder",
         "--host",
         "--port",
     ):
@@ -154,9 +155,10 @@ def test_serve_help_lists_the_flags() -> None:
     [
         ("values: nowhere\n", "values directory does not exist"),
         ("values: broken\n", "broken"),
+        ("rules_embedder: nowhere\n", "/nowhere is not a directory"),
     ],
 )
-def test_serve_refuses_a_missing_or_broken_values_catalogue(
+def test_serve_refuses_a_missing_or_broken_values_catalogue_or_embedder(
     tmp_path: Path, body: str, needle: str
 ) -> None:
     (tmp_path / "broken").mkdir()

@@ -11,7 +11,7 @@ import httpx
 import openai
 import pytest
 
-from pluralism.embedding import CachedEmbedder
+from pluralism.embedding import CachedEmbedder, minilm_path
 from tests.rules.conftest import RedisServer
 
 from .conftest import config, start_proxy
@@ -27,7 +27,27 @@ def test_healthz_and_readyz(proxy: ProxyServer) -> None:
     assert body["status"] == "ready" and body["reasons"] == []
     assert body["checks"]["models"] is True
     assert body["checks"]["rules"]["rules"] == 2
+    assert body["checks"]["rules"]["embedder"] == "all-MiniLM-L6-v2"
     assert body["checks"]["upstream"].startswith("http://127.0.0.1")
+
+
+def test_rules_are_recalled_with_the_configured_rules_embedder(
+    upstream_server: Upstream, communities_dir: Path, policies_dir: Path, embedder: CachedEmbedder
+) -> None:
+    # Any sentence-transformers directory will do; `pluralism policies tune` writes such.
+    model_dir = minilm_path()
+    cfg = config(
+        communities_dir, policies_dir, upstream=upstream_server.base_url, rules_embedder=model_dir
+    )
+    server = ProxyServer(cfg, embedder=embedder).start()
+    try:
+        body = httpx.get(f"{server.url}/readyz").json()
+        assert body["status"] == "ready", body
+        assert body["checks"]["rules"]["embedder"].startswith(f"{model_dir.name}#")
+        assert server.state.values is not None
+        assert server.state.values.embedder.model_id.startswith(f"{model_dir.name}#")
+    finally:
+        server.stop()
 
 
 def test_metrics_count_requests_errors_steps_and_first_tokens(
