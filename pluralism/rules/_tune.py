@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import random
 import time
 from collections.abc import Sequence
@@ -121,13 +122,25 @@ def tune_embedder(
             f"base model {source} is not a directory of a sentence-transformers model."
         )
 
+    # Tuning reads local directories only; never let a typo send the loader to a hub.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
     from sentence_transformers import SentenceTransformer
-    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+
+    try:  # sentence-transformers 6 moved the losses; 3-5 have them here
+        from sentence_transformers.sentence_transformer.losses import (
+            MultipleNegativesRankingLoss,
+        )
+    except ImportError:
+        from sentence_transformers.losses import (  # type: ignore[no-redef]
+            MultipleNegativesRankingLoss,
+        )
 
     torch.manual_seed(seed)
     rng = random.Random(seed)
     model: Any = SentenceTransformer(str(source), device="cpu")
+    # `preprocess` in sentence-transformers 6, `tokenize` before it.
+    tokenize = getattr(model, "preprocess", None) or model.tokenize
     loss = MultipleNegativesRankingLoss(model)
     optimiser = torch.optim.AdamW(model.parameters(), lr=learning_rate)
     model.train()
@@ -136,8 +149,8 @@ def tune_embedder(
     for epoch in range(epochs):
         for batch in _batches(clean, batch_size, rng):
             features = [
-                model.preprocess([p for p, _ in batch]),
-                model.preprocess([r for _, r in batch]),
+                tokenize([p for p, _ in batch]),
+                tokenize([r for _, r in batch]),
             ]
             value = loss(features, None)
             optimiser.zero_grad()
