@@ -294,8 +294,10 @@ def tune(
         Path | None,
         typer.Option("--base", help="Model directory to start from (default: bundled MiniLM)."),
     ] = None,
-    epochs: Annotated[int, typer.Option("--epochs", min=1, max=50)] = 3,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
+    epochs: Annotated[
+        int, typer.Option("--epochs", min=1, max=50, help="Passes over the pairs.")
+    ] = 3,
+    seed: Annotated[int, typer.Option("--seed", help="Seed for shuffling and the model.")] = 0,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace what is in --out.")
     ] = False,

@@ -33,6 +33,16 @@ def test_file_then_environment_then_flags(tmp_path: Path) -> None:
     assert load_config(path, env=env).port == 9100
 
 
+def test_rules_embedder_is_one_model_or_several_relative_to_the_file(tmp_path: Path) -> None:
+    one = load_config(write(tmp_path, "rules_embedder: tuned\n"), env={})
+    assert one.rules_embedder == [tmp_path / "tuned"]
+    both = load_config(write(tmp_path, "rules_embedder: [a, /abs/b]\n"), env={})
+    assert both.rules_embedder == [tmp_path / "a", Path("/abs/b")]
+    from_env = load_config(None, env={"PLURALISM_RULES_EMBEDDER": "/m/a, /m/b"})
+    assert from_env.rules_embedder == [Path("/m/a"), Path("/m/b")]
+    assert load_config(None, env={}).rules_embedder == []
+
+
 def test_no_file_gives_the_defaults() -> None:
     cfg = load_config(None, env={})
     assert cfg == ProxyConfig()
