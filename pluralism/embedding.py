@@ -215,12 +215,17 @@ def load_embedder(path: str | Path | Sequence[str | Path] | None) -> CachedEmbed
     return CachedEmbedder(EnsembleEmbedder(members))
 
 
-def _load_one(target: Path) -> SentenceTransformerEmbedder:
+def check_model_dir(target: Path) -> None:
+    """An `InputError` unless `target` is a directory, checked before any model loads."""
     if not target.is_dir():
         raise InputError(
             f"embedder {target} is not a directory; pass a sentence-transformers model "
             "directory (such as one `pluralism policies tune` wrote)."
         )
+
+
+def _load_one(target: Path) -> SentenceTransformerEmbedder:
+    check_model_dir(target)
     try:
         return SentenceTransformerEmbedder(target)
     except Exception as exc:  # whatever a damaged model directory makes the loader raise

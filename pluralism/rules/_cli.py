@@ -97,12 +97,17 @@ def _quiet_loaders() -> None:
         pass
 
 
-def _memory(root: Path, loaded: LoadedPolicies, embedder: list[Path] | None = None) -> RuleMemory:
+def _clean(root: Path, loaded: LoadedPolicies) -> None:
+    """Stop on broken rule files: the first problem, and where to see them all."""
     if loaded.errors:
         raise _fail(
             f"{loaded.errors[0]} ({len(loaded.errors)} problem(s); run `pluralism policies lint "
             f"{root}` to see them all)"
         )
+
+
+def _memory(root: Path, loaded: LoadedPolicies, embedder: list[Path] | None = None) -> RuleMemory:
+    _clean(root, loaded)
     _quiet_loaders()
     from pluralism.embedding import load_embedder
 
@@ -312,11 +317,7 @@ def tune(
     from pluralism.rules._tune import tune_embedder
 
     root, loaded = _load(directory, communities)
-    if loaded.errors:
-        raise _fail(
-            f"{loaded.errors[0]} ({len(loaded.errors)} problem(s); run `pluralism policies lint "
-            f"{root}` to see them all)"
-        )
+    _clean(root, loaded)
     learned = [(e, r.text) for r in loaded.rules for e in r.examples]
     if pairs is not None:
         learned += _pairs_file(pairs, {r.id: r.text for r in loaded.rules})

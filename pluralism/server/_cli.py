@@ -116,7 +116,8 @@ def serve(
 def _precheck(cfg: object) -> None:
     """Fail before binding the port on broken files, so the operator sees one clear line."""
     from pluralism.config import default_dir, load_communities
-    from pluralism.errors import ConfigError
+    from pluralism.embedding import check_model_dir
+    from pluralism.errors import ConfigError, InputError
     from pluralism.rules import load_policies
     from pluralism.server._config import ProxyConfig
 
@@ -134,8 +135,7 @@ def _precheck(cfg: object) -> None:
     for name in names:
         load_policies(cfg.rule_dir(name), known_communities=known).raise_for_errors()
     for model in cfg.rules_embedder:
-        if not model.is_dir():
-            raise ConfigError(
-                f"rules_embedder {model} is not a directory; pass a sentence-transformers model "
-                "directory (such as one `pluralism policies tune` wrote)."
-            )
+        try:
+            check_model_dir(model)
+        except InputError as exc:
+            raise ConfigError(f"rules_embedder: {exc}") from None

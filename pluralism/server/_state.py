@@ -142,7 +142,7 @@ class ProxyState:
             try:
                 recaller = load_embedder(cfg.rules_embedder)
             except InputError as exc:
-                raise ConfigError(str(exc)) from exc
+                raise ConfigError(f"rules_embedder: {exc}") from exc
         self.rules = self._rules(recaller, [c.id for c in pool])
         self.values = self._values(recaller, [c.id for c in pool])
         self.meta = meta
