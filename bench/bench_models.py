@@ -1,28 +1,38 @@
-"""Local model performance, each figure measured next to its baseline in the same run.
+"""The embedded chat model: llama.cpp (`local`) against the transformers backend and against bare
+llama.cpp on the same GGUF, each figure next to its baselines in one run.
 
-(a) load from the safetensors cache vs dequantising the GGUF;
-(b) five community drafts in one batch vs one draft alone vs five drafts one after another;
-(c) distributional scoring, five communities x four options: one padded forward pass
-    (`score_batch`) vs one forward per community per ordering, in sequence.
+(a) tokens/s of one 64-token stream and of five concurrent 64-token drafts:
+    local vs transformers vs bare xllamacpp (no pluralism code);
+(b) one Overton answer end to end (3 drafts of 64 tokens + a 128-token meta answer, the
+    library's real pipeline) and its time to the first streamed token: local vs transformers;
+(c) distributional scoring, 5 communities x 4 options, all shifts: items/s, local vs
+    transformers;
+(d) the same one-stream and Overton figures with a CPU-bound neighbour process, as a share of
+    the idle figure (llama.cpp's threads spin; a collapse would show here);
+(e) cold `pluralism ask` (process start to answer) on the embedded defaults.
 
-    python bench/bench_models.py [--quick]
+    python bench/bench_models.py [--threads N] [--repeats 3] [--skip-cold]
 
-Not a test: timings depend on the machine, so nothing here gates CI.
+Every backend runs with the same thread count (default: 1, the honest figure on a shared
+2-core machine; use --threads 2 on an idle one). The transformers baseline needs the train
+extra. Not a test: timings depend on the machine, so nothing here gates CI.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
 import os
 import statistics
+import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
-from pluralism.models import LocalChatModel
-from pluralism.models._choices import choice_conversation, shifts
 from pluralism.types import GenerationParams, Message
 
 PERSONAS = [
@@ -32,26 +42,16 @@ PERSONAS = [
     "You speak for Indigenous communities of Oceania.",
     "You speak for factory workers in Southeast Asia.",
 ]
-QUESTIONS = [
-    "Should the government limit how many hours people may work each week?",
-    "Is it acceptable to eat meat?",
-    "Should children be taught mainly by their parents or by schools?",
-    "How much should people defer to their elders?",
-    "Should cities ban private cars from their centres?",
-]
+QUESTION = "Is it rude to arrive late to a dinner party?"
 OPTIONS = ["strongly agree", "agree", "disagree", "strongly disagree"]
-RULES = "Rules you must follow:\n" + "\n".join(
-    f"{i}. Respect the dignity, privacy and autonomy of every person; cite local norms where "
-    f"they differ and never present one community's view as universal."
-    for i in range(1, 9)
-)
+TOKENS = 64
 
 
 def conv(system: str, user: str) -> list[Message]:
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
 
-def median_time(fn: Callable[[], object], repeats: int) -> float:
+def median(fn: Callable[[], object], repeats: int) -> float:
     times = []
     for _ in range(repeats):
         started = time.perf_counter()
@@ -60,95 +60,237 @@ def median_time(fn: Callable[[], object], repeats: int) -> float:
     return statistics.median(times)
 
 
-def drafts(model: LocalChatModel, batch: list[list[Message]], tokens: int) -> None:
-    # min_new_tokens makes every row produce exactly `tokens`, so an early EOS in one
-    # configuration cannot make it look faster than the other.
-    p = GenerationParams(max_tokens=tokens)
-    enc = model._encode([model._prompt_text(c) for c in batch])
-    model._run_generate(enc, p, {"min_new_tokens": tokens})
+# A fixed number of tokens whatever the model would say: EOS is ignored where the backend
+# allows it (bare llama.cpp); elsewhere tokens/s counts the tokens actually produced.
+GEN = GenerationParams(max_tokens=TOKENS, repetition_penalty=1.0)
+
+
+class Bare:
+    """xllamacpp with no pluralism code around it: the wrapper's cost is the difference."""
+
+    def __init__(self, threads: int) -> None:
+        import xllamacpp as xlc
+
+        from pluralism.models._gguf import bundled_gguf, fast_gguf
+
+        p = xlc.CommonParams()
+        # The weights the local backend runs: SmolLM2's Q4_1 as Q8_0 (see _gguf.fast_gguf).
+        p.model.path = str(fast_gguf(bundled_gguf()))
+        p.n_ctx = 8192
+        p.kv_unified = True
+        p.n_parallel = 8
+        p.cpuparams.n_threads = threads
+        p.cpuparams_batch.n_threads = threads
+        p.verbosity = -1
+        p.warmup = False
+        self.server: Any = xlc.Server(p)
+
+    def tokens(self, batch: list[list[Message]]) -> int:
+        def one(c: list[Message]) -> int:
+            body = {"messages": c, "max_tokens": TOKENS, "temperature": 0, "ignore_eos": True}
+            return int(self.server.handle_chat_completions(body)["usage"]["completion_tokens"])
+
+        with ThreadPoolExecutor(len(batch)) as pool:
+            return sum(pool.map(one, batch))
+
+
+def throughput(
+    model: Any, batch: list[list[Message]], repeats: int, count: Callable[[str], int]
+) -> float:
+    """Tokens/s of `model.generate(batch)` (tokens counted by the model's usage when bare)."""
+    if isinstance(model, Bare):
+        produced: list[int] = []
+        t = median(lambda: produced.append(model.tokens(batch)), repeats)
+        return statistics.median(produced) / t
+    texts: list[str] = []
+
+    def run() -> None:
+        texts[:] = model.generate(batch, GEN)
+
+    t = median(run, repeats)
+    # Both backends share SmolLM2's tokenizer, so one count serves both.
+    return sum(count(text) for text in texts) / t
+
+
+def overton(plural: Any, repeats: int) -> tuple[float, float]:
+    """(seconds to the full answer, seconds to its first streamed piece), medians."""
+
+    async def once() -> tuple[float, float]:
+        started = time.perf_counter()
+        first = 0.0
+        async for piece in plural.astream(QUESTION, mode="overton"):
+            if not first and isinstance(piece, str) and piece:
+                first = time.perf_counter() - started
+        return time.perf_counter() - started, first
+
+    runs = [asyncio.run(once()) for _ in range(repeats)]
+    return statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
+
+
+def pluralism_with(model: Any) -> Any:
+    from pluralism import Pluralism, Settings
+    from pluralism.models import ModelPool
+    from pluralism.types import ModelSpec
+
+    pool = ModelPool()
+    pool.register(ModelSpec(), model)
+    settings = Settings(
+        draft=GenerationParams(max_tokens=64), meta=GenerationParams(max_tokens=128), top_k=3
+    )
+    return Pluralism.default(models=pool, settings=settings)
+
+
+def scoring(model: Any, repeats: int) -> float:
+    prompts = [conv(p, "Should cities ban private cars from their centres?") for p in PERSONAS]
+    return 1.0 / median(lambda: model.score_batch(prompts, OPTIONS), repeats)
+
+
+class Neighbour:
+    """A CPU-bound process beside the benchmark, as on a shared machine."""
+
+    def __enter__(self) -> Neighbour:
+        self.proc = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        time.sleep(1.0)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+def cold_ask(threads: int) -> float:
+    env = {**os.environ, "PLURALISM_THREADS": str(threads)}
+    exe = str(Path(sys.executable).with_name("pluralism"))
+    cmd = [exe, "ask", QUESTION, "--mode", "overton", "--json"]
+    subprocess.run(cmd, env=env, capture_output=True, check=True)  # converts caches once
+    started = time.perf_counter()
+    subprocess.run(cmd, env=env, capture_output=True, check=True)
+    return time.perf_counter() - started
+
+
+def measure(backend: str, n: int, r: int, neighbour: bool) -> dict[str, float]:
+    """One backend's figures, in this process only: torch's OpenMP pool and llama.cpp's threads
+    slow each other down when they share a process (2 threads: 83 -> 37 tok/s), which no
+    deployment does, so every backend is measured in a process of its own."""
+    from pluralism.models import LocalChatModel, TransformersChatModel
+
+    one = [conv(PERSONAS[0], QUESTION)]
+    five = [conv(p, QUESTION) for p in PERSONAS]
+    model: Any = (
+        Bare(n)
+        if backend == "bare"
+        else LocalChatModel(threads=n)
+        if backend == "local"
+        else TransformersChatModel(threads=n)
+    )
+    count = token_counter()
+    out: dict[str, float] = {}
+    if backend == "bare":
+        model.tokens(one)
+    else:
+        model.generate(one, GEN)  # warm up
+    out["stream"] = throughput(model, one, r, count)
+    out["drafts"] = throughput(model, five, r, count)
+    if backend == "bare":
+        return out
+    plural = pluralism_with(model)
+    overton(plural, 1)  # adapters registered, caches warm
+    out["overton"], out["ttft"] = overton(plural, r)
+    out["scoring"] = scoring(model, r)
+    if neighbour:
+        # Threads left to follow the free cores (the default): idle, then beside a neighbour.
+        model.close()  # one engine at a time, as a deployment runs
+        follow = LocalChatModel()
+        plural = pluralism_with(follow)
+        overton(plural, 1)
+        time.sleep(2.5)  # the model looks at the free cores every 2 s
+        follow.generate(one, GEN)
+        out["follow_threads"] = follow.threads
+        out["idle_stream"] = throughput(follow, one, r, count)
+        out["idle_overton"], _ = overton(plural, r)
+        with Neighbour():
+            time.sleep(2.5)  # the model looks at the free cores every 2 s
+            follow.generate(one, GEN)
+            out["busy_stream"] = throughput(follow, one, r, count)
+            out["busy_overton"], _ = overton(plural, r)
+            out["busy_threads"] = follow.threads
+    return out
+
+
+def token_counter() -> Callable[[str], int]:
+    """SmolLM2's own tokenizer, read from the GGUF: every backend's text is counted alike."""
+    from transformers import AutoTokenizer
+
+    from pluralism.models._gguf import bundled_gguf
+
+    gguf = bundled_gguf()
+    tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    return lambda text: len(tok(text, add_special_tokens=False)["input_ids"])
+
+
+def worker(backend: str, n: int, r: int, neighbour: bool) -> dict[str, float]:
+    cmd = [sys.executable, __file__, "--worker", backend, "--threads", str(n), "--repeats", str(r)]
+    if neighbour:
+        cmd.append("--neighbour")
+    env = {**os.environ, "OMP_NUM_THREADS": str(n), "HF_HUB_OFFLINE": "1"}
+    env.pop("PLURALISM_THREADS", None)  # the neighbour figures let threads follow free cores
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"{backend} worker failed:\n{proc.stderr[-3000:]}")
+    result: dict[str, float] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer repeats and questions")
-    parser.add_argument("--tokens", type=int, default=64, help="new tokens per draft")
-    parser.add_argument("--cache-dir", help="cache root (default: a fresh temp dir)")
-    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--skip-cold", action="store_true")
+    parser.add_argument("--worker", choices=["local", "transformers", "bare"])
+    parser.add_argument("--neighbour", action="store_true")
     args = parser.parse_args()
-    repeats = 1 if args.quick else 3
-    questions = QUESTIONS[:2] if args.quick else QUESTIONS
-
-    rows = _Table()
+    n, r = args.threads, args.repeats
+    if args.worker:
+        print(json.dumps(measure(args.worker, n, r, args.neighbour)))
+        return
+    print(f"threads per backend: {n}; medians of {r}; cores {os.cpu_count()}; each backend in")
+    print(f"a process of its own. Load average before: {os.getloadavg()[0]:.2f}\n")
+    lo = worker("local", n, r, neighbour=True)
+    tf = worker("transformers", n, r, neighbour=False)
+    b = worker("bare", n, r, neighbour=False)
     print(
-        f"bench_models  torch threads={args.threads or 'default'}  load avg="
-        f"{os.getloadavg()[0]:.2f}  cpus={os.cpu_count()}  quick={args.quick}  "
-        f"python={sys.version.split()[0]}"
+        f"{'(a) generation, tok/s':<28}{'local':>10}{'transformers':>14}{'bare':>10}"
+        f"{'local/tf':>10}{'local/bare':>12}"
     )
-    print(f"{'figure':<38} {'value':>10}   {'baseline':<30} {'value':>10} {'ratio':>8}", flush=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        cache_dir = Path(args.cache_dir or tmp)
-        # (a) The first load converts the GGUF into the cache; the timed loads reuse it.
-        LocalChatModel(cache_dir=cache_dir, threads=args.threads)
-        warm = min(LocalChatModel(cache_dir=cache_dir).load_seconds for _ in range(repeats))
-        slow = LocalChatModel(from_gguf=True)
-        assert slow.loaded_from == "gguf"
-        rows.append(("load (safetensors cache)", warm, "GGUF dequantise", slow.load_seconds, "s"))
-        del slow
-        model = LocalChatModel(cache_dir=cache_dir)
-
-    # (b) Five persona drafts.
-    five = [conv(p, "What makes a community strong?") for p in PERSONAS]
-    drafts(model, five[:1], 4)  # first call pays for lazy init; keep it out of the figures
-    batch_s = median_time(lambda: drafts(model, five, args.tokens), repeats)
-    one_s = median_time(lambda: drafts(model, five[:1], args.tokens), repeats)
-    seq_s = median_time(lambda: [drafts(model, [c], args.tokens) for c in five], repeats)
-    rows.append((f"5 drafts x {args.tokens} tok, one batch", batch_s, "1 draft alone", one_s, "s"))
-    rows.append(
-        (f"5 drafts x {args.tokens} tok, one batch", batch_s, "5 drafts in sequence", seq_s, "s")
-    )
-    rows.append(("5 drafts in sequence", seq_s, "1 draft alone", one_s, "s"))
-
-    # (c) Distributional scoring: an item is one question put to all five communities. The
-    # second pair gives each community a rules block in its system prompt, as the graph does,
-    # where sharing the prompt prefix across the four orderings saves the most.
-    orders = shifts(len(OPTIONS))
-
-    def scoring(personas: list[str]) -> tuple[float, float]:
-        def batched() -> None:
-            for q in questions:
-                model.score_batch([conv(p, q) for p in personas], OPTIONS)
-
-        def one_call_each() -> None:
-            for q in questions:
-                for p in personas:
-                    for order in orders:
-                        c = choice_conversation(conv(p, q), OPTIONS, order)
-                        model.position_probs([model._prompt_text(c)], len(OPTIONS))
-
-        batched()  # warm-up
-        fast = len(questions) / median_time(batched, repeats)
-        return fast, len(questions) / median_time(one_call_each, repeats)
-
-    fast, slow_rate = scoring(PERSONAS)
-    rows.append(
-        ("score items/s, 5x4 batched", fast, "1 call per community x order", slow_rate, "/s")
-    )
-    fast, slow_rate = scoring([f"{p}\n{RULES}" for p in PERSONAS])
-    rows.append(
-        ("  same, +~250-token rules prompt", fast, "1 call per community x order", slow_rate, "/s")
-    )
-
-
-class _Table:
-    """Prints each row as soon as it is measured: a slow machine still shows partial results."""
-
-    def append(self, row: tuple[str, float, str, float, str]) -> None:
-        name, value, base_name, base, unit = row
+    for key, label in (("stream", "1 stream of 64"), ("drafts", "5 drafts of 64")):
         print(
-            f"{name:<38} {value:>8.3f}{unit:<2} | {base_name:<30} {base:>8.3f}{unit:<2} "
-            f"{value / base:>7.3f}x",
-            flush=True,
+            f"{label:<28}{lo[key]:>10.1f}{tf[key]:>14.1f}{b[key]:>10.1f}"
+            f"{lo[key] / tf[key]:>9.2f}x{lo[key] / b[key]:>11.2f}x"
         )
+    print(f"\n{'(b) one Overton answer':<28}{'local':>10}{'transformers':>14}{'speed-up':>10}")
+    for key, label in (("overton", "end to end, s"), ("ttft", "first streamed token, s")):
+        print(f"{label:<28}{lo[key]:>10.2f}{tf[key]:>14.2f}{tf[key] / lo[key]:>9.2f}x")
+    print(
+        f"\n{'(c) distributional, items/s':<28}{lo['scoring']:>10.3f}{tf['scoring']:>14.3f}"
+        f"{lo['scoring'] / tf['scoring']:>9.2f}x"
+    )
+    print(
+        f"\n(d) local, threads following the free cores ({lo['follow_threads']:.0f} idle, "
+        f"{lo['busy_threads']:.0f} beside the neighbour)"
+    )
+    print(f"{'':<34}{'idle':>8}{'busy':>8}{'busy/idle':>11}")
+    print(
+        f"{'1 stream, tok/s':<34}{lo['idle_stream']:>8.1f}{lo['busy_stream']:>8.1f}"
+        f"{lo['busy_stream'] / lo['idle_stream']:>10.2f}x"
+    )
+    print(
+        f"{'Overton answers/min':<34}{60 / lo['idle_overton']:>8.1f}"
+        f"{60 / lo['busy_overton']:>8.1f}{lo['idle_overton'] / lo['busy_overton']:>10.2f}x"
+    )
+    if not args.skip_cold:
+        cold = cold_ask(n)
+        print(f"\n(e) cold `pluralism ask` (process start to Overton answer): {cold:.1f} s")
+    print(f"\nload average after: {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

@@ -46,6 +46,7 @@ if TYPE_CHECKING:
         CachedEmbedder,
         Embedder,
         EnsembleEmbedder,
+        LlamaEmbedder,
         SentenceTransformerEmbedder,
         load_embedder,
     )
@@ -55,6 +56,7 @@ if TYPE_CHECKING:
         ModelPool,
         OpenAIChatModel,
         ScriptedChatModel,
+        TransformersChatModel,
     )
     from pluralism.router import Router, RouterSettings
     from pluralism.rules import (
@@ -79,11 +81,13 @@ _LAZY = {
     "SentenceTransformerEmbedder": "pluralism.embedding",
     "CachedEmbedder": "pluralism.embedding",
     "EnsembleEmbedder": "pluralism.embedding",
+    "LlamaEmbedder": "pluralism.embedding",
     "load_embedder": "pluralism.embedding",
     "ChatModel": "pluralism.models",
     "LocalChatModel": "pluralism.models",
     "OpenAIChatModel": "pluralism.models",
     "ScriptedChatModel": "pluralism.models",
+    "TransformersChatModel": "pluralism.models",
     "ModelPool": "pluralism.models",
     "Router": "pluralism.router",
     "RouterSettings": "pluralism.router",
@@ -111,6 +115,7 @@ __all__ = [
     "GenerationParams",
     "InMemoryRuleStore",
     "InputError",
+    "LlamaEmbedder",
     "LocalChatModel",
     "Membership",
     "Message",
@@ -141,6 +146,7 @@ __all__ = [
     "Settings",
     "SteerNotFoundError",
     "Trace",
+    "TransformersChatModel",
     "TuneReport",
     "UnknownModeError",
     "UpstreamError",

@@ -63,6 +63,21 @@ def adapter_names(model: ChatModel, members: Sequence[Community]) -> list[str | 
     return names
 
 
+def prepare_adapters(models: Any, communities: Sequence[Community]) -> None:
+    """Register each community's adapter with its model before the model first runs.
+
+    llama.cpp loads adapters when its engine starts, so registering them all up front starts it
+    once instead of once per newly routed community. Models that take no adapters are left to
+    `adapter_names`, which says so once when such a community is first asked.
+    """
+    for c in communities:
+        if not c.adapter:
+            continue
+        model = models.get(c.model)
+        if getattr(model, "load_adapter", None) is not None:
+            adapter_names(model, [c])
+
+
 async def generate_for(
     model: ChatModel, batch: list[list[Message]], members: Sequence[Community], params: Any
 ) -> list[str]:

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Column, Table
 
@@ -247,7 +248,10 @@ def main() -> None:
     try:
         app()
     except PluralismError as exc:
-        err.print(f"[bold red]error:[/bold red] {exc.message}", highlight=False, soft_wrap=True)
+        # Messages quote commands such as `pip install 'pluralism[train]'`: not rich markup.
+        err.print(
+            f"[bold red]error:[/bold red] {escape(exc.message)}", highlight=False, soft_wrap=True
+        )
         raise SystemExit(1) from None
     except KeyboardInterrupt:
         err.print("interrupted")

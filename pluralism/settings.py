@@ -42,6 +42,10 @@ class Settings(BaseModel):
     # weight (1.0) while keeping the community's own model in the answer.
     answers_weight: float = Field(0.9, ge=0, le=1)
     answers_k: int = Field(10, ge=1, le=1000)
+    # Threads of the embedded llama.cpp models. None: $PLURALISM_THREADS, else the cores that
+    # are free when a model starts (llama.cpp threads spin, so more than the free cores is
+    # slower, not faster). An impossible count is refused when the model starts.
+    threads: int | None = Field(None, ge=1, le=1024)
     draft: GenerationParams = Field(default_factory=lambda: GenerationParams(max_tokens=64))
     meta: GenerationParams = Field(default_factory=lambda: GenerationParams(max_tokens=160))
     meta_model: ModelSpec = Field(default_factory=ModelSpec)

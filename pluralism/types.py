@@ -12,7 +12,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal, TypedDict
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from pluralism.errors import InputError
 
@@ -51,8 +51,11 @@ class ModelSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    backend: Literal["local", "openai", "scripted"] = "local"
-    # For `local`: a directory/hub id; None means the bundled SmolLM2 default.
+    # local: llama.cpp in-process (the embedded default); transformers: the same or any
+    # transformers model on torch (the train extra); openai: any OpenAI-compatible server.
+    backend: Literal["local", "transformers", "openai", "scripted"] = "local"
+    # For `local`: a .gguf file or a directory holding one; for `transformers`: also a
+    # transformers model directory. None means the bundled SmolLM2 default.
     # For `openai`: the model name sent to the server.
     name: str | None = None
     base_url: str | None = None
@@ -60,9 +63,24 @@ class ModelSpec(BaseModel):
     api_key_env: str | None = None
     timeout_s: float = Field(60.0, gt=0)
     max_retries: int = Field(3, ge=0, le=10)
+    # For `openai` against a llama.cpp server started with `--lora`: the adapter to apply per
+    # request, by its id or file name (as `GET /lora-adapters` lists them). vLLM serves each
+    # adapter as a model of its own (`--lora-modules europe=...`): set `name: europe` instead.
+    lora: str | int | None = None
 
-    def key(self) -> tuple[str, str | None, str | None]:
+    @model_validator(mode="after")
+    def _lora_needs_a_server(self) -> ModelSpec:
+        if self.lora is not None and self.backend != "openai":
+            raise ValueError(
+                "`lora` names an adapter on a llama.cpp server (backend: openai); for the "
+                "embedded model, put the adapter folder in the community's `adapter:` field"
+            )
+        return self
+
+    def key(self) -> tuple[str, str | None, str | None] | tuple[str, str | None, str | None, str]:
         """Identity used to share one loaded model between communities."""
+        if self.lora is not None:
+            return (self.backend, self.name, self.base_url, str(self.lora))
         return (self.backend, self.name, self.base_url)
 
 

@@ -57,11 +57,13 @@ def test_the_default_pool_answers_through_its_trained_adapters(real: Pluralism) 
     assert r.distribution is not None and not r.trace.rules
     europe = next(c for c in real.communities if c.id == "europe")
     model = real.models.get(europe.model)
-    assert "europe" in model.adapters  # loaded on first use from communities/adapters/europe
+    assert "europe" in model.adapters  # registered from communities/adapters/europe
     conv = [{"role": "system", "content": europe.persona}, {"role": "user", "content": question}]
     (tuned,) = model.score_batch([conv], options, adapters=["europe"])
     (base,) = model.score_batch([conv], options)
-    assert [r.distribution[o] for o in options] == pytest.approx(tuned, abs=1e-4)
+    # llama.cpp's sums depend a little on what shares a decoding step (~1e-3 here), far less
+    # than what the adapter moves (> 0.01).
+    assert [r.distribution[o] for o in options] == pytest.approx(tuned, abs=5e-3)
     assert max(abs(t - b) for t, b in zip(tuned, base, strict=True)) > 0.01
 
 

@@ -217,7 +217,7 @@ def train_choice_adapter(
     """Fit a LoRA adapter so `community`'s letter distribution matches `targets`; save it."""
     import torch
 
-    from pluralism.models import LocalChatModel
+    from pluralism.models import TransformersChatModel
     from pluralism.models._choices import check_options, choice_conversation, shifts
 
     cfg = cfg or TrainConfig()
@@ -227,7 +227,7 @@ def train_choice_adapter(
     started = time.perf_counter()
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
-    lm = lm or LocalChatModel()
+    lm = lm or TransformersChatModel()
     n_layers = int(lm._model.config.num_hidden_layers)
     first = max(0, n_layers - cfg.layers)
     # `shifts_per_question` cyclic orders per question, fixed batches: the cache is per batch.
@@ -329,7 +329,7 @@ def train_text_adapter(
     """Causal-LM fine-tuning on a community's writing (a UTF-8 file) in `block`-token chunks."""
     import torch
 
-    from pluralism.models import LocalChatModel
+    from pluralism.models import TransformersChatModel
 
     cfg = cfg or TrainConfig()
     path = Path(corpus)
@@ -340,7 +340,7 @@ def train_text_adapter(
         raise InputError(f"Corpus file {path} is empty; give it some of the community's writing.")
     started = time.perf_counter()
     torch.manual_seed(cfg.seed)
-    lm = lm or LocalChatModel()
+    lm = lm or TransformersChatModel()
     ids = lm._tok(text, add_special_tokens=False)["input_ids"]
     chunks = [ids[i : i + block] for i in range(0, len(ids), block) if len(ids[i : i + block]) > 8]
     if cfg.max_questions is not None:

@@ -100,7 +100,10 @@ def train(
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from pluralism._extras import require_train
     from pluralism.errors import InputError
+
+    require_train("`pluralism community train`")
     from pluralism.eval._train import TrainConfig
 
     sources = [s for s in (survey, rows, corpus) if s is not None]
@@ -252,4 +255,47 @@ def _persona(spec: dict[str, Any], like: Path | None) -> Any:
         name=spec["name"],
         description=f"The views of {spec['who']}.",
         persona=f"You speak as {spec['who']}. Answer briefly and concretely from this perspective.",
+    )
+
+
+@app.command("export-lora")
+def export_lora(
+    out: Annotated[Path, typer.Option("--out", help="Directory for <id>.gguf files.")],
+    communities: Annotated[
+        Path | None,
+        typer.Option("--communities", help="Directory of community files (default: shipped)."),
+    ] = None,
+) -> None:
+    """Write each community's adapter as a GGUF LoRA, for a shared llama.cpp server.
+
+    Prints the server command that loads them all, and the `model:` lines that make each
+    community apply its own per request. (vLLM takes the peft folders as they are.)
+    """
+    import shutil
+
+    from rich.console import Console
+
+    from pluralism.config import default_dir, load_communities
+    from pluralism.models._gguf import bundled_gguf, lora_gguf
+
+    pool = load_communities(communities or default_dir("communities"))
+    base = bundled_gguf()
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    for c in pool:
+        if c.adapter:
+            target = out / f"{c.id}.gguf"
+            shutil.copyfile(lora_gguf(c.file_path(c.adapter), base), target)
+            written.append(target)
+    console = Console(highlight=False, soft_wrap=True)
+    if not written:
+        console.print("no community in the pool names an adapter; nothing written.")
+        return
+    loras = " ".join(f"--lora {p}" for p in written)
+    console.print(f"wrote {len(written)} GGUF LoRA file(s) to {out}. Serve them with:\n")
+    console.print(f"  llama-server -m {base} {loras} --lora-init-without-apply --port 8080\n")
+    console.print(
+        "and point each community's file at the server, naming its adapter:\n\n"
+        "  model:\n    backend: openai\n    name: smollm2\n"
+        "    base_url: http://127.0.0.1:8080/v1\n    lora: <id>"
     )

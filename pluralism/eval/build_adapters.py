@@ -86,11 +86,11 @@ def build(ids: Sequence[str], data: Path, out: Path, cfg: TrainConfig) -> dict[s
     from rich.progress import Progress
 
     from pluralism.config import default_dir, load_community
-    from pluralism.models import LocalChatModel
+    from pluralism.models import TransformersChatModel
 
     console = Console()
     exclude = heldout_texts(data)
-    lm = LocalChatModel()
+    lm = TransformersChatModel()
     record = out / "training.json"
     # `--only` rebuilds some adapters; the others keep their recorded figures.
     summary: dict[str, object] = json.loads(record.read_text("utf-8")) if record.is_file() else {}

@@ -1,7 +1,7 @@
 """Chat model backends behind the `ChatModel` protocol, and a pool that shares loaded models.
 
-Importing this package must stay cheap (the CLI starts through it): `local` imports torch and
-transformers only when a `LocalChatModel` is built.
+Importing this package must stay cheap (the CLI starts through it) and torch-free: `local` runs
+on llama.cpp; `transformers` imports torch only when a `TransformersChatModel` is built.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from pluralism.models._protocol import ChatModel, Conversation, SyncChatModel, a
 from pluralism.models.local import LocalChatModel
 from pluralism.models.openai import OpenAIChatModel
 from pluralism.models.scripted import ScriptedChatModel
+from pluralism.models.transformers import TransformersChatModel
 from pluralism.types import ModelSpec
 
 __all__ = [
@@ -24,16 +25,19 @@ __all__ = [
     "OpenAIChatModel",
     "ScriptedChatModel",
     "SyncChatModel",
+    "TransformersChatModel",
     "as_conversation",
 ]
 
-PoolKey = tuple[str, str | None, str | None]
+PoolKey = tuple[str, str | None, str | None] | tuple[str, str | None, str | None, str]
 
 
 class ModelPool:
     """Builds each distinct `ModelSpec` once, so communities on the same model share its weights."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, threads: int | None = None) -> None:
+        # Threads for the embedded (llama.cpp) models it builds; None follows the free cores.
+        self.threads = threads
         self._models: dict[PoolKey, ChatModel] = {}
         self._guard = threading.Lock()
         # One lock per key: a 13 s first load of one model must not block lookups of the others.
@@ -50,7 +54,7 @@ class ModelPool:
             with self._guard:
                 model = self._models.get(key)
             if model is None:
-                model = _build(spec)
+                model = _build(spec, self.threads)
                 with self._guard:
                     model = self._models.setdefault(key, model)
         return model
@@ -70,11 +74,13 @@ class ModelPool:
             return dict(self._models)
 
 
-def _build(spec: ModelSpec) -> ChatModel:
+def _build(spec: ModelSpec, threads: int | None = None) -> ChatModel:
     if spec.backend == "scripted":
         return ScriptedChatModel(model_id=spec.name or "scripted")
     if spec.backend == "local":
-        return LocalChatModel(spec.name)
+        return LocalChatModel(spec.name, threads=threads)
+    if spec.backend == "transformers":
+        return TransformersChatModel(spec.name, threads=threads)
     if not spec.base_url or not spec.name:
         raise ConfigError(
             "An openai model needs both `base_url` and `name` (the model the server serves); "
@@ -89,4 +95,5 @@ def _build(spec: ModelSpec) -> ChatModel:
         api_key=api_key or None,
         timeout_s=spec.timeout_s,
         max_retries=spec.max_retries,
+        lora=spec.lora,
     )

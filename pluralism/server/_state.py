@@ -100,7 +100,7 @@ class ProxyState:
         cfg = self.config
         pool = load_communities(cfg.communities or default_dir("communities"))
         emb = embedder if embedder is not None else default_embedder()
-        models = ModelPool()
+        models = ModelPool(threads=cfg.settings.threads)
         for community in pool:
             inner = models.get(community.model)
             if not isinstance(inner, TimedModel):
@@ -146,6 +146,12 @@ class ProxyState:
         self.rules = self._rules(recaller, [c.id for c in pool])
         self.values = self._values(recaller, [c.id for c in pool])
         self.meta = meta
+        # Start the embedded engines now: a file llama.cpp cannot load stops the start, with
+        # its name, instead of failing the first request.
+        for model in models.models().values():
+            start = getattr(model, "start", None)
+            if callable(start):
+                start()
         self.pluralism = Pluralism(
             pool,
             embedder=emb,

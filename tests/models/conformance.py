@@ -29,6 +29,11 @@ def conv(system: str | None, user: str) -> list[Message]:
 
 
 class ChatModelConformance:
+    # Whether a conversation gets the same greedy text inside a batch as alone. llama.cpp's
+    # kernels depend on how many tokens a step decodes, so a near tie can break differently
+    # in a batch; such a backend sets this False and the order is checked by content instead.
+    batch_invariant = True
+
     @pytest.fixture
     def model(self) -> ChatModel:
         raise NotImplementedError("a backend's test class provides the model fixture")
@@ -46,8 +51,13 @@ class ChatModelConformance:
         out = model.generate(batch, SHORT)
         assert len(out) == len(batch)
         assert all(isinstance(t, str) and t.strip() for t in out)
-        # Order: each row of the batch is what that conversation gets on its own.
-        assert [model.generate([c], SHORT)[0] for c in batch] == out
+        if self.batch_invariant:
+            # Order: each row of the batch is what that conversation gets on its own.
+            assert [model.generate([c], SHORT)[0] for c in batch] == out
+        else:
+            # Order: the greeting comes back in the greeting's row, alone or batched.
+            assert "hello" in out[2].lower() and "hello" not in out[0].lower()
+            assert "hello" in model.generate([batch[2]], SHORT)[0].lower()
 
     def test_generate_empty_batch(self, model: ChatModel) -> None:
         assert model.generate([], SHORT) == []

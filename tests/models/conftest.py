@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pluralism.models import LocalChatModel
+from pluralism.models import LocalChatModel, TransformersChatModel
 
 from .openai_server import FakeUpstream
 
@@ -20,14 +20,21 @@ def smol_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def smol(smol_cache: Path) -> LocalChatModel:
-    """The real bundled SmolLM2, loaded (and converted) once for the whole session."""
-    return LocalChatModel(cache_dir=smol_cache)
+    """The real bundled SmolLM2 on llama.cpp, loaded once for the whole session (1 thread: the
+    suite runs servers and models side by side on few cores)."""
+    return LocalChatModel(cache_dir=smol_cache, threads=1)
 
 
 @pytest.fixture(scope="session")
-def smol_dir(smol: LocalChatModel, smol_cache: Path) -> Path:
-    """The safetensors copy the session's load wrote: an ordinary transformers directory."""
-    (converted,) = (smol_cache / "models").iterdir()
+def hf_smol(smol_cache: Path) -> TransformersChatModel:
+    """The same GGUF on the transformers backend, loaded (and converted) once."""
+    return TransformersChatModel(cache_dir=smol_cache, threads=1)
+
+
+@pytest.fixture(scope="session")
+def smol_dir(hf_smol: TransformersChatModel, smol_cache: Path) -> Path:
+    """The safetensors copy the transformers load wrote: an ordinary transformers directory."""
+    (converted,) = (p for p in (smol_cache / "models").iterdir() if p.is_dir())
     return converted
 
 

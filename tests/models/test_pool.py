@@ -14,7 +14,9 @@ from pluralism.models import (
     ModelPool,
     OpenAIChatModel,
     ScriptedChatModel,
+    TransformersChatModel,
 )
+from pluralism.models._gguf import bundled_gguf
 from pluralism.types import ModelSpec
 
 from .conformance import conv
@@ -77,7 +79,13 @@ def test_openai_spec_without_base_url_is_a_config_error() -> None:
         ModelPool().get(ModelSpec(backend="openai", name="gpt"))
 
 
+def test_local_spec_with_a_path_loads_that_gguf() -> None:
+    gguf = bundled_gguf()
+    model = ModelPool(threads=1).get(ModelSpec(backend="local", name=str(gguf)))
+    assert isinstance(model, LocalChatModel) and model.gguf == gguf and model.threads == 1
+
+
 @pytest.mark.integration
-def test_local_spec_with_a_path_loads_that_model(smol_dir: Path) -> None:
-    model = ModelPool().get(ModelSpec(backend="local", name=str(smol_dir)))
-    assert isinstance(model, LocalChatModel) and model.loaded_from == "directory"
+def test_transformers_spec_with_a_path_loads_that_model(smol_dir: Path) -> None:
+    model = ModelPool().get(ModelSpec(backend="transformers", name=str(smol_dir)))
+    assert isinstance(model, TransformersChatModel) and model.loaded_from == "directory"
