@@ -20,7 +20,8 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
-from pluralism._llama_embed import LlamaEmbedder, is_bert_dir
+from pluralism._llama_embed import LlamaEmbedder as LlamaEmbedder
+from pluralism._llama_embed import is_bert_dir
 from pluralism.errors import InputError, ModelPackageMissingError
 
 Vectors = npt.NDArray[np.float32]

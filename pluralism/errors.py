@@ -77,3 +77,6 @@ class RuleStoreError(PluralismError):
 
     status_code = 503
     code = "rule_store_error"
+    # True when trying again later may succeed (the store is down), false when it cannot
+    # (a wrong database number, another embedder's rules).
+    retryable: bool = False

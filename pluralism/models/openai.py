@@ -22,6 +22,7 @@ from typing import Any, Generic, TypeVar
 import httpx
 
 from pluralism._json import dumps, loads
+from pluralism._redact import cut, redact
 from pluralism.errors import UpstreamError
 from pluralism.models._choices import LETTERS, check_options, choice_conversation, shifts, unshift
 from pluralism.models._http import LeanTransport, post_head
@@ -113,10 +114,21 @@ class OpenAIChatModel:
             return pool.submit(asyncio.run, main()).result()
 
     def _error(self, what: str, status_code: int = 502) -> UpstreamError:
-        text = f"Upstream {self._upstream} {what}"
-        if self._api_key:
-            text = text.replace(self._api_key, "***")
+        text = redact(f"Upstream {self._upstream} {what}", self._secrets())
         return UpstreamError(text, status_code=status_code, upstream=self._upstream)
+
+    def _secrets(self) -> list[str]:
+        return [self._api_key] if self._api_key else []
+
+    def _cut(self, text: str) -> str:
+        """A quote of the server's text: its secrets masked first, then cut to 200 characters
+        (cut first, and a key straddling the cut would survive all but its tail)."""
+        return cut(text, 200, self._secrets())
+
+    def _quote(self, body: bytes) -> str:
+        """` (the server's own error message)`, if it sent one."""
+        message = _error_message(body)
+        return f" ({self._cut(message)})" if message else ""
 
     def _delay(self, attempt: int, retry_after: float | None) -> float:
         base = self.backoff_s * 2.0**attempt
@@ -149,7 +161,7 @@ class OpenAIChatModel:
                 await reply.close()
                 await asyncio.sleep(self._delay(attempt, reply.retry_after))
                 continue
-            detail = _error_detail(await reply.body())
+            detail = self._quote(await reply.body())
             await reply.close()
             raise self._error(
                 f"answered HTTP {reply.status}{detail} after {attempt + 1} attempt(s); "
@@ -299,7 +311,9 @@ class OpenAIChatModel:
         if not isinstance(content, str):
             refusal = message.get("refusal") if isinstance(message, dict) else None
             if refusal:
-                raise self._error(f"refused to answer ({str(refusal)[:200]}); rephrase the prompt.")
+                raise self._error(
+                    f"refused to answer ({self._cut(str(refusal))}); rephrase the prompt."
+                )
             raise self._error("answered a choice without text content; check the model name.")
         return content.strip()
 
@@ -375,7 +389,7 @@ class OpenAIChatModel:
         except ValueError as exc:
             raise self._error("streamed a chunk that is not JSON; check base_url.") from exc
         if not isinstance(chunk, dict) or "error" in chunk:
-            detail = _error_detail(data.encode())
+            detail = self._quote(data.encode())
             raise self._error(f"reported an error while streaming{detail}; try again.")
         return chunk
 
@@ -486,14 +500,12 @@ def _parse_retry_after(value: str | None) -> float | None:
     return max(when.timestamp() - time.time(), 0.0)
 
 
-def _error_detail(body: bytes) -> str:
-    """A short quote of the server's own error message, if it sent one."""
+def _error_message(body: bytes) -> str:
+    """The server's own error message, if it sent one."""
     try:
         data = json.loads(body)
     except ValueError:
         return ""
     err = data.get("error") if isinstance(data, dict) else None
     message = err.get("message") if isinstance(err, dict) else err
-    if not message:
-        return ""
-    return f" ({str(message)[:200]})"
+    return str(message) if message else ""

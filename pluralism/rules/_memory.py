@@ -92,7 +92,8 @@ class RuleMemory:
         """Rules from the `*.yaml` files in `directory`; a broken file raises `ConfigError`.
 
         With `watch=True` later edits are linted and swapped in while serving; the audit log
-        defaults to `<directory>/.audit.jsonl` when watching, else the user state directory.
+        defaults to `<directory>.audit.jsonl` beside it when watching, else the user state
+        directory.
         """
         root = Path(directory)
         loaded = load_policies(
@@ -148,7 +149,11 @@ class RuleMemory:
             )
         except RuleStoreError as exc:
             if not fallback_to_memory:
-                raise
+                # The hint names this method's option, so it is added here; callers with
+                # options of their own (the proxy) report the store's own sentence, the cause.
+                raise RuleStoreError(
+                    f"{exc} Or pass fallback_to_memory=True to serve rules from memory."
+                ) from exc
             log.warning("%s Serving rules from memory instead; edits stay in this process.", exc)
             store = InMemoryRuleStore(emb.dim)
         if directory is None:

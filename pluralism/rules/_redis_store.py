@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from pluralism._redact import redact
 from pluralism.embedding import Vectors
 from pluralism.errors import RuleStoreError
 from pluralism.rules._dense import DenseIndex
@@ -84,7 +85,7 @@ class RedisRuleStore(SnapshotStore):
         super().__init__(dim, ivf_min_rows=ivf_min_rows)
         import redis
 
-        self.url = url
+        self.url = redact(url)  # for messages and logs; the password stays in the client
         self.embedder_id = embedder_id
         self._ns = namespace
         self._origin = uuid.uuid4().hex
@@ -102,9 +103,15 @@ class RedisRuleStore(SnapshotStore):
             self._check_meta()
             self._full_reload()
         except self._redis_errors as exc:
+            down = RuleStoreError(
+                f"Redis at {self.url} is unreachable ({redact(str(exc))}): start it or fix the URL."
+            )
+            down.retryable = True
+            raise down from None
+        except redis.ResponseError as exc:  # e.g. a database number the server does not have
             raise RuleStoreError(
-                f"Redis at {url} is unreachable ({exc}): start it or fix the URL, or allow "
-                "fallback_to_memory=True to serve rules from memory."
+                f"Redis at {self.url} refused the connection's set-up ({redact(str(exc))}): "
+                "check the database number and credentials in the URL."
             ) from None
         self._healthy = True
         self._stop = threading.Event()

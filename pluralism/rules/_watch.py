@@ -17,18 +17,21 @@ except ImportError:  # pragma: no cover - Windows: one process per log is assume
 
 log = logging.getLogger(__name__)
 
-AUDIT_FILE = ".audit.jsonl"
+AUDIT_SUFFIX = ".audit.jsonl"
 
 
 def default_audit_path(root: Path, *, watch: bool) -> Path:
     """Where changes are logged when the caller names no file.
 
-    A watched directory is a service's live policy set: its log sits beside the files, where the
-    operator looks. A one-shot load (the CLI, a library call) must not write into the policy
+    A watched directory is a service's live policy set: its log sits beside it
+    (`policies.audit.jsonl` next to `policies/`), where the operator looks. A one-shot load
+    (the CLI, a library call) must not write into the policy
     directory, which may be a read-only install, so it logs under the user's state directory.
     """
     if watch:
-        return root / AUDIT_FILE
+        # Beside the directory, not in it: deploy tools replace the directory whole (rm -rf and
+        # recreate, or a rename), which must not take the history with it.
+        return root.parent / f"{root.name}{AUDIT_SUFFIX}"
     from platformdirs import user_state_path
 
     return user_state_path("pluralism") / "audit.jsonl"
@@ -102,6 +105,25 @@ def _same_change(last: bytes, entry: dict[str, Any], now: datetime) -> bool:
     return previous == entry and abs((now - when).total_seconds()) < _SAME_CHANGE_S
 
 
+class _Ended:
+    """A stop event for watchfiles: set when the watcher closes or the directory is replaced."""
+
+    def __init__(self, stop: threading.Event, directory: Path, identity: tuple[int, int]) -> None:
+        self._stop, self._directory, self._identity = stop, directory, identity
+
+    def is_set(self) -> bool:
+        return self._stop.is_set() or _identity(self._directory) != self._identity
+
+
+def _identity(directory: Path) -> tuple[int, int] | None:
+    """Which directory the path names now (device, inode), following symlinks; None if none."""
+    try:
+        st = directory.stat()
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
 def _is_policy_file(_change: object, path: str) -> bool:
     name = Path(path).name
     return not name.startswith(".") and name.endswith((".yaml", ".yml"))
@@ -135,7 +157,26 @@ class PolicyWatcher:
     def _run(self) -> None:
         from watchfiles import watch
 
+        watched: tuple[int, int] | None = None
         while not self._stop.is_set():
+            identity = _identity(self.directory)
+            if identity is None:  # gone, perhaps mid-swap: the old rules keep serving
+                self._ready.set()
+                self._stop.wait(self._poll_ms / 1000)
+                continue
+            # Replaced whole (rm -rf and recreate, a rename, a symlink swap): the OS watch was on
+            # the old directory, so the new one is read in full once its own watch is in place
+            # (before, a file written in between would be seen by neither).
+            replaced = watched is not None and identity != watched
+            if replaced:
+                log.warning(
+                    "%s was replaced; reloading it and watching the new one", self.directory
+                )
+            watched = identity
+            # watchfiles asks its stop event every 50 ms, even when the OS has nothing to
+            # report (a deleted directory's watch goes silent for good): asking it whether the
+            # path still names the directory being watched ends the watch on a replacement.
+            ended = _Ended(self._stop, self.directory, identity)
             try:
                 for changes in watch(
                     self.directory,
@@ -143,16 +184,17 @@ class PolicyWatcher:
                     debounce=self._debounce_ms,
                     rust_timeout=self._poll_ms,
                     yield_on_timeout=True,
-                    stop_event=self._stop,
+                    stop_event=ended,
                     raise_interrupt=False,
                 ):
                     # The first (possibly empty) yield means the OS watch is in place.
                     self._ready.set()
-                    if changes:
+                    if replaced:
+                        replaced = False
+                        self._on_change([])
+                    elif changes:
                         self._on_change(sorted({p for _, p in changes}))
-            except (
-                Exception
-            ) as exc:  # a vanished directory or a failing reload must not end watching
+            except Exception as exc:  # a vanished directory or a failing reload must not end it
                 self._ready.set()
                 log.error("Watching %s failed (%s); retrying in 1 s", self.directory, exc)
                 self._stop.wait(1.0)

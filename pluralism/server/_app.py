@@ -28,6 +28,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pluralism._json import dumps
+from pluralism._redact import redact_logs
 from pluralism.server import _chat
 from pluralism.server._config import MODES, ProxyConfig
 from pluralism.server._errors import (
@@ -154,6 +155,8 @@ def create_app(
     share it instead of loading another copy. Pass `state` to keep a handle on the proxy's
     state (tests do); the app itself holds it only in its handlers' closures.
     """
+    # A proxy's logs go to operators' log stores: no credential reaches them, whoever logs it.
+    redact_logs()
     if state is None:
         state = ProxyState.from_config(config or ProxyConfig())
     elif config is not None and config is not state.config:

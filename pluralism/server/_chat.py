@@ -114,6 +114,15 @@ def parse(body: bytes) -> tuple[ChatCompletionRequest, dict[str, Any]]:
             "The request body must be a JSON object with `model` and `messages`.",
             code="invalid_json",
         )
+    if _depth_over(data, MAX_DEPTH):
+        # The body is forwarded and echoed: nesting beyond what any chat request needs would
+        # only reach the JSON encoder's recursion limit later, as a 500.
+        raise ProxyError(
+            400,
+            f"The request body nests deeper than {MAX_DEPTH} levels; no chat request needs "
+            f"that, so flatten it.",
+            code="invalid_json",
+        )
     try:
         return ChatCompletionRequest.model_validate(data), data
     except ValidationError as exc:
@@ -394,3 +403,20 @@ async def stream(state: ProxyState, p: Plan) -> AsyncGenerator[Item, None]:
             yield item
         else:
             yield Final(item.text, describe(item), streamed=streamed)
+
+
+MAX_DEPTH = 64
+
+
+def _depth_over(value: object, limit: int) -> bool:
+    """Whether JSON `value` nests more than `limit` levels (iterative: no recursion to blow)."""
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return False

@@ -128,9 +128,10 @@ def _precheck(cfg: object) -> None:
         )
     pool = load_communities(cfg.communities or default_dir("communities"))
     known = [c.id for c in pool]
-    # With Redis the rules come from there; the values catalogue is always read from files.
+    # With Redis and no policies directory the rules come from Redis alone; the values
+    # catalogue is always read from files.
     names: list[Literal["policies", "values"]] = (
-        ["values"] if cfg.redis_url else ["policies", "values"]
+        ["values"] if cfg.redis_url and not cfg.policies else ["policies", "values"]
     )
     for name in names:
         load_policies(cfg.rule_dir(name), known_communities=known).raise_for_errors()

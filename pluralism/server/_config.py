@@ -82,6 +82,26 @@ class ProxyConfig(BaseModel):
             raise ValueError("must be an http:// or https:// URL such as http://127.0.0.1:8000/v1")
         return v.rstrip("/") if v else None
 
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, v: str | None) -> str | None:
+        """Checked here, so a typo is one line at start-up rather than a traceback later."""
+        if v is None:
+            return v
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(v.strip())
+        if parts.scheme not in ("redis", "rediss", "unix"):
+            raise ValueError(
+                "must be a redis://, rediss:// or unix:// URL such as redis://127.0.0.1:6379/0"
+            )
+        db = parts.path.strip("/")
+        if parts.scheme != "unix" and db and not db.isdigit():
+            raise ValueError(
+                "the path after the host must be a database number (redis://host:6379/0)"
+            )
+        return v.strip()
+
     @field_validator("rules_embedder", mode="before")
     @classmethod
     def _one_or_many(cls, v: Any) -> Any:
@@ -97,8 +117,13 @@ class ProxyConfig(BaseModel):
     @field_validator("api_keys", mode="before")
     @classmethod
     def _no_blank_keys(cls, v: Any) -> Any:
-        if isinstance(v, list):
-            return [k for k in v if not (isinstance(k, str) and not k.strip())]
+        # A blank key is a mistake (an unset variable in a template), never a wish to turn
+        # authentication off: dropping it could leave no keys, and no keys means open.
+        if isinstance(v, list) and any(isinstance(k, str) and not k.strip() for k in v):
+            raise ValueError(
+                "holds an empty key; remove the entry or fill it in (to serve without keys, "
+                "leave api_keys out)"
+            )
         return v
 
 
@@ -163,9 +188,16 @@ def env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
         raw = env.get(f"{ENV_PREFIX}{name.upper()}")
         if raw is None:
             continue
-        out[name] = (
-            [k.strip() for k in raw.split(",") if k.strip()] if name in _LIST_FIELDS else raw
-        )
+        if name in _LIST_FIELDS:
+            items = [k.strip() for k in raw.split(",") if k.strip()]
+            if not items:
+                raise ConfigError(
+                    f"environment variable {ENV_PREFIX}{name.upper()} is set but empty; unset "
+                    f"it, or put a value in it (comma-separated for several)"
+                )
+            out[name] = items
+        else:
+            out[name] = raw
     return out
 
 

@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from pluralism._json import dumps
+from pluralism._redact import redact
 from pluralism.errors import PluralismError
 
 log = logging.getLogger("pluralism.server")
@@ -53,8 +54,11 @@ class ProxyError(Exception):
 
 
 def error_body(status: int, message: str, code: str | None, param: str | None = None) -> bytes:
+    """Every error reply's body; the message is redacted here, whoever wrote it."""
     kind = _TYPES.get(status, "invalid_request_error" if status < 500 else "server_error")
-    return dumps({"error": {"message": message, "type": kind, "param": param, "code": code}})
+    return dumps(
+        {"error": {"message": redact(message), "type": kind, "param": param, "code": code}}
+    )
 
 
 def error_response(
@@ -95,7 +99,12 @@ def invalid_body(exc: ValidationError) -> ProxyError:
     err = exc.errors()[0]
     loc = [str(p) for p in err["loc"]]
     # A union reports each branch (`content.str`, `content.list[...]`); the field is enough.
-    loc = [p for p in loc if not p.startswith(("str", "list[", "function-", "tagged-union"))]
+    loc = [
+        p
+        for p in loc
+        if p not in ("str", "bool", "int", "float")
+        and not p.startswith(("list[", "function-", "tagged-union"))
+    ]
     param = ".".join(loc) or None
     if err["type"] == "missing":
         message = f"The request body is missing `{param}`; add it (see the OpenAI chat API)."

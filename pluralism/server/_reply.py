@@ -84,6 +84,13 @@ async def chat_completion(state: ProxyState, request: Request) -> Response:
 def _not_ready(state: ProxyState) -> ProxyError:
     if state.load_error:
         return ProxyError(503, f"The proxy failed to start: {state.load_error}", code="not_ready")
+    if state.waiting:
+        return ProxyError(
+            503,
+            f"The proxy is waiting to start: {state.waiting}",
+            code="not_ready",
+            headers={"retry-after": "5"},
+        )
     return ProxyError(
         503,
         "The proxy is still loading its models; retry in a few seconds (GET /readyz says when).",

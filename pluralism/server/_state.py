@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import itertools
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -17,6 +19,7 @@ from typing import Any, Literal
 import httpx
 from pydantic import SecretStr
 
+from pluralism._redact import redact
 from pluralism.errors import ConfigError, InputError
 from pluralism.models._http import LeanTransport, lean_client
 from pluralism.server._config import ProxyConfig
@@ -50,6 +53,9 @@ def key_hashes(keys: list[str]) -> list[bytes]:
     return out
 
 
+REDIS_RETRY_MAX_S = 10.0
+
+
 @dataclass
 class ProxyState:
     config: ProxyConfig
@@ -62,6 +68,9 @@ class ProxyState:
     meta: TimedModel | None = None
     upstream_label: str = "local"
     load_error: str | None = None
+    # While the start waits for something (Redis), what and why, for /readyz.
+    waiting: str | None = None
+    closing: threading.Event = field(default_factory=threading.Event)
     # The upstream's HTTP client, bound to the serving loop on first use.
     client: httpx.AsyncClient | None = None
     started: float = field(default_factory=time.time)
@@ -169,9 +178,37 @@ class ProxyState:
     def _rules(self, embedder: Any, communities: list[str]) -> Any:
         cfg = self.config
         if cfg.redis_url:
+            from pluralism.errors import RuleStoreError
             from pluralism.rules import RuleMemory
 
-            return RuleMemory.from_redis(cfg.redis_url, embedder=embedder)
+            # The policy files, when configured, are the source of truth: from_redis pushes
+            # them when Redis holds something else, and (watched) every good edit after.
+            directory = self.config.rule_dir("policies") if cfg.policies else None
+            for attempt in itertools.count(1):
+                try:
+                    memory = RuleMemory.from_redis(
+                        cfg.redis_url,
+                        embedder=embedder,
+                        directory=directory,
+                        watch=cfg.watch_policies and directory is not None,
+                        known_communities=communities,
+                    )
+                    self.waiting = None
+                    return memory
+                except RuleStoreError as exc:
+                    # from_redis adds a hint naming its own option; the store's sentence is
+                    # the cause.
+                    cause = exc.__cause__ if isinstance(exc.__cause__, RuleStoreError) else exc
+                    if not cause.retryable:
+                        raise RuleStoreError(str(cause)) from None
+                    # Redis down at start (a replica restarted with it, say): wait for it
+                    # with backoff, saying so in /readyz, rather than stay down for good.
+                    delay = min(0.5 * 2 ** (attempt - 1), REDIS_RETRY_MAX_S)
+                    self.waiting = f"{cause} Retrying in {delay:g} s (attempt {attempt})."
+                    log.warning("%s", self.waiting)
+                    if self.closing.wait(delay):
+                        raise RuleStoreError("stopped while waiting for Redis") from None
+            raise AssertionError("unreachable")
         return self._from_files("policies", embedder, communities)
 
     def _values(self, embedder: Any, communities: list[str]) -> Any:
@@ -195,6 +232,8 @@ class ProxyState:
         checks: dict[str, Any] = {"models": self.ready, "upstream": self.upstream_label}
         if self.load_error:
             reasons.append(f"startup failed: {self.load_error}")
+        elif not self.ready and self.waiting:
+            reasons.append(self.waiting)
         elif not self.ready:
             reasons.append("models are still loading")
         if self.rules is not None:
@@ -214,9 +253,11 @@ class ProxyState:
                 )
         elif self.ready:
             reasons.append("no rule memory is loaded")
-        return not reasons, reasons, checks
+        # /readyz needs no key: an exception quoting a Redis URL must not hand out its password.
+        return not reasons, [redact(r) for r in reasons], _redacted(checks)
 
     def close(self) -> None:
+        self.closing.set()
         for name, memory in (("rule memory", self.rules), ("values catalogue", self.values)):
             if memory is None:
                 continue
@@ -224,6 +265,14 @@ class ProxyState:
                 memory.close()
             except Exception:
                 log.exception("Closing the %s failed", name)
+
+
+def _redacted(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {k: _redacted(v) for k, v in value.items()}
+    return value
 
 
 def _plain(status: dict[str, Any]) -> dict[str, Any]:

@@ -70,6 +70,10 @@ class FakeUpstream:
             return Response("<html>oops</html>", media_type="text/html")
         if fault == "nochoices":
             return JSONResponse({"id": "x", "object": "chat.completion"})
+        if fault == "quote-key-late":  # the key straddles a 200-character quote's end
+            auth = request.headers.get("authorization", "").removeprefix("Bearer ")
+            message = f"{'x' * 180} key {auth} was refused"
+            return JSONResponse({"error": {"message": message}}, status_code=401)
         if fault == "echo-key":
             auth = request.headers.get("authorization", "")
             return JSONResponse({"error": {"message": f"bad key {auth}"}}, status_code=401)

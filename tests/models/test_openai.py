@@ -141,6 +141,14 @@ def test_api_key_never_appears_in_errors(upstream: FakeUpstream) -> None:
         assert KEY not in str(info.value)
 
 
+def test_a_key_quoted_near_the_cut_is_masked_before_the_cut(upstream: FakeUpstream) -> None:
+    upstream.plan = ["quote-key-late"]
+    with pytest.raises(UpstreamError) as info:
+        make(upstream).generate(HELLO)
+    assert "HTTP 401" in str(info.value)
+    assert KEY[:10] not in str(info.value), "a prefix of the key survived the quote's cut"
+
+
 def test_credentials_in_the_url_are_not_quoted(upstream: FakeUpstream) -> None:
     url = upstream.base_url.replace("http://", "http://user:hunter2@")
     upstream.plan = ["garbage"]

@@ -42,7 +42,10 @@ def test_from_path_recalls_and_audits_the_start(
     with RuleMemory.from_path(policies, embedder=embedder, cache_dir=cache_dir, watch=True) as mem:
         assert [r.id for r in mem.rules] == ["hands", "taxes"]
         assert [h.rule.id for h in mem.recall("wash hands", k=1)] == ["hands"]
-        entries = [json.loads(x) for x in (policies / ".audit.jsonl").read_text().splitlines()]
+        entries = [
+            json.loads(x)
+            for x in (policies.parent / f"{policies.name}.audit.jsonl").read_text().splitlines()
+        ]
         assert entries[0]["source"] == "start" and entries[0]["added"] == ["hands", "taxes"]
         assert entries[0]["version"] == mem.version
 

@@ -124,9 +124,17 @@ def test_namespaces_are_separate(redis_url: str) -> None:
 
 
 def test_unreachable_at_start_is_one_clear_error() -> None:
-    with pytest.raises(RuleStoreError, match=r"unreachable.*fallback_to_memory") as info:
+    with pytest.raises(RuleStoreError, match=r"unreachable.*start it or fix the URL") as info:
         make("redis://127.0.0.1:1/0", connect_timeout_s=0.5)
-    assert "\n" not in str(info.value)
+    assert "\n" not in str(info.value) and info.value.retryable
+    # The library's entry point also names its own way out.
+    with pytest.raises(RuleStoreError, match=r"unreachable.*fallback_to_memory=True"):
+        RuleMemory.from_redis(
+            "redis://127.0.0.1:1/0",
+            embedder=HashEmbedder(),
+            connect_timeout_s=0.5,
+            cache_vectors=False,
+        )
 
 
 def test_fallback_to_memory_warns_and_serves(caplog: pytest.LogCaptureFixture) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -87,6 +88,54 @@ def test_audit_file_and_dotfiles_do_not_trigger_reloads(live: tuple[RuleMemory, 
     (d / "notes.txt").write_text("hello")
     time.sleep(1.0)
     assert len(mem.audit.read()) == n  # type: ignore[union-attr]
+
+
+def test_a_directory_removed_and_recreated_keeps_hot_reload(live: tuple[RuleMemory, Path]) -> None:
+    mem, d = live
+    shutil.rmtree(d)
+    time.sleep(0.5)
+    assert ids(mem) == ["hands"]  # nothing to read: the last good rules keep serving
+    d.mkdir()
+    (d / "b.yaml").write_text(B)
+    assert wait_for(lambda: ids(mem) == ["dogs"])
+    (d / "a.yaml").write_text(A)  # and later edits still apply
+    assert wait_for(lambda: ids(mem) == ["dogs", "hands"])
+    history = mem.audit.read()  # type: ignore[union-attr]
+    assert history[0]["status"] == "applied" and history[0]["added"] == ["hands"]  # kept
+
+
+def test_a_directory_swapped_by_rename_keeps_hot_reload(live: tuple[RuleMemory, Path]) -> None:
+    mem, d = live
+    new = d.parent / "policies.new"
+    new.mkdir()
+    (new / "b.yaml").write_text(B)
+    d.rename(d.parent / "policies.old")
+    new.rename(d)
+    assert wait_for(lambda: ids(mem) == ["dogs"])
+    (d / "a.yaml").write_text(A)
+    assert wait_for(lambda: ids(mem) == ["dogs", "hands"])
+
+
+def test_a_symlink_swapped_to_another_release_keeps_hot_reload(
+    tmp_path: Path, cache_dir: Path
+) -> None:
+    one, two = tmp_path / "release-1", tmp_path / "release-2"
+    for release, text in ((one, A), (two, B)):
+        release.mkdir()
+        (release / "rules.yaml").write_text(text)
+    link = tmp_path / "policies"
+    link.symlink_to(one)
+    mem = RuleMemory.from_path(link, embedder=HashEmbedder(), watch=True, cache_dir=cache_dir)
+    try:
+        assert ids(mem) == ["hands"]
+        staged = tmp_path / "policies.tmp"
+        staged.symlink_to(two)
+        staged.rename(link)  # atomic, as deploy tools switch releases
+        assert wait_for(lambda: ids(mem) == ["dogs"])
+        (two / "more.yaml").write_text(A)
+        assert wait_for(lambda: ids(mem) == ["dogs", "hands"])
+    finally:
+        mem.close()
 
 
 def test_close_stops_watching(tmp_path: Path, cache_dir: Path) -> None:

@@ -187,3 +187,30 @@ def test_a_worker_started_without_serve_says_how_to_start_it(
     monkeypatch.delenv("PLURALISM_WORKER_CONFIG", raising=False)
     with pytest.raises(RuntimeError, match="start workers with `pluralism serve`"):
         worker_app()
+
+
+@pytest.mark.parametrize("text", ['api_keys: [""]\n', 'api_keys: [team-a, "  "]\n'])
+def test_a_blank_api_key_is_refused_not_dropped(tmp_path: Path, text: str) -> None:
+    """Dropping it could leave no keys, and no keys means no authentication."""
+    with pytest.raises(ConfigError, match=r"api_keys.*empty key"):
+        load_config(write(tmp_path, text), env={})
+
+
+@pytest.mark.parametrize("value", ["", " ", ",,"])
+def test_an_empty_api_keys_variable_is_refused(value: str) -> None:
+    with pytest.raises(ConfigError, match="PLURALISM_API_KEYS is set but empty; unset it"):
+        load_config(None, env={"PLURALISM_API_KEYS": value})
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("notaurl", "redis://, rediss:// or unix:// URL"),
+        ("http://127.0.0.1:6379/0", "redis://, rediss:// or unix:// URL"),
+        ("redis://127.0.0.1:6379/zero", "database number"),
+    ],
+)
+def test_a_malformed_redis_url_is_one_line_at_start(tmp_path: Path, url: str, says: str) -> None:
+    with pytest.raises(ConfigError, match=says) as info:
+        load_config(write(tmp_path, f"redis_url: {url}\n"), env={})
+    assert "redis_url" in str(info.value)

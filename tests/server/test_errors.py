@@ -156,6 +156,23 @@ def still_serving(proxy: ProxyServer) -> None:
             "population_not_found",
             None,
         ),
+        (
+            b'{"model": "pluralism/rules", "stream": "yes", '
+            b'"messages": [{"role": "user", "content": "hi"}]}',
+            400,
+            "invalid_value",
+            "stream",
+        ),
+        (  # deeper than any chat request, short of the JSON encoder's own limit
+            b'{"model": "pluralism/rules", "metadata": '
+            + b'{"a": ' * 300
+            + b"1"
+            + b"}" * 300
+            + b', "messages": [{"role": "user", "content": "hi"}]}',
+            400,
+            "invalid_json",
+            None,
+        ),
     ],
 )
 def test_bad_input_is_a_clear_openai_error(

@@ -179,14 +179,126 @@ def test_readyz_fails_with_a_reason_when_redis_goes_away(
         server.stop()
 
 
-def test_a_proxy_that_cannot_start_says_why(
-    upstream_server: Upstream, communities_dir: Path, policies_dir: Path, embedder: CachedEmbedder
+@pytest.mark.redis
+def test_a_proxy_started_before_redis_waits_says_why_and_then_serves(
+    tmp_path: Path,
+    upstream_server: Upstream,
+    communities_dir: Path,
+    policies_dir: Path,
+    embedder: CachedEmbedder,
+) -> None:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed (apt-get install redis-server); CI installs it")
+    redis = RedisServer(binary, tmp_path)  # its port is chosen; it is not running yet
+    cfg = config(
+        communities_dir, policies_dir, upstream=upstream_server.base_url, redis_url=redis.url
+    )
+    server = ProxyServer(cfg, embedder=embedder).start(ready=False)
+    try:
+        deadline = time.monotonic() + 30
+        while server.state.waiting is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        r = httpx.get(f"{server.url}/readyz")
+        assert r.status_code == 503
+        assert "unreachable" in r.json()["reasons"][0] and "Retrying in" in r.json()["reasons"][0]
+        chat = httpx.post(
+            f"{server.base_url}/chat/completions",
+            json={"model": "pluralism/rules", "messages": [{"role": "user", "content": "hi"}]},
+        )
+        assert chat.status_code == 503 and "Retry-After" in chat.headers
+        redis.start()
+        deadline = time.monotonic() + 30  # the backoff is capped at 10 s
+        while httpx.get(f"{server.url}/readyz").status_code != 200:
+            assert time.monotonic() < deadline, "the proxy never noticed Redis coming up"
+            time.sleep(0.1)
+        assert server.state.rules.status()["rules"] > 0
+    finally:
+        server.stop()
+        redis.stop()
+
+
+@pytest.mark.redis
+def test_rules_in_the_policies_directory_reach_redis_and_every_replica(
+    redis: RedisServer,
+    upstream_server: Upstream,
+    communities_dir: Path,
+    policies_dir: Path,
+    embedder: CachedEmbedder,
+) -> None:
+    """Files are the source of truth: a replica naming them publishes them to an empty Redis,
+    and one that reads Redis alone serves the same rules."""
+    publisher = start_proxy(
+        config(
+            communities_dir, policies_dir, upstream=upstream_server.base_url, redis_url=redis.url
+        ),
+        embedder,
+    )
+    reader_cfg = config(
+        communities_dir, policies_dir, upstream=upstream_server.base_url, redis_url=redis.url
+    ).model_copy(update={"policies": None})
+    reader = start_proxy(reader_cfg, embedder)
+    try:
+        from pluralism.rules import load_policies
+
+        expected = len(load_policies(policies_dir).rules)
+        for server in (publisher, reader):
+            rules = httpx.get(f"{server.url}/readyz").json()["checks"]["rules"]
+            assert rules["store"] == "redis" and rules["rules"] == expected > 0
+    finally:
+        reader.stop()
+        publisher.stop()
+
+
+def test_a_redis_password_never_reaches_a_reply_or_the_log(
+    upstream_server: Upstream,
+    communities_dir: Path,
+    policies_dir: Path,
+    embedder: CachedEmbedder,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    canary = "CANARY-redis-pw-7f3a9c"
+    cfg = config(
+        communities_dir,
+        policies_dir,
+        upstream=upstream_server.base_url,
+        redis_url=f"redis://default:{canary}@127.0.0.1:{free_port()}/0",
+    )
+    caplog.set_level("DEBUG")
+    server = ProxyServer(cfg, embedder=embedder).start(ready=False)
+    try:
+        deadline = time.monotonic() + 30
+        while server.state.waiting is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        ready = httpx.get(f"{server.url}/readyz")
+        chat = httpx.post(
+            f"{server.base_url}/chat/completions",
+            json={"model": "pluralism/rules", "messages": [{"role": "user", "content": "hi"}]},
+        )
+        assert ready.status_code == 503 and chat.status_code == 503
+        assert "unreachable" in ready.text  # the reason is still given, with the host
+        for text in (ready.text, chat.text, caplog.text):
+            assert canary not in text
+        assert "default:***@127.0.0.1" in ready.text
+    finally:
+        server.stop()
+
+
+@pytest.mark.redis
+def test_a_database_number_redis_lacks_is_named_at_start(
+    redis: RedisServer,
+    upstream_server: Upstream,
+    communities_dir: Path,
+    policies_dir: Path,
+    embedder: CachedEmbedder,
 ) -> None:
     cfg = config(
         communities_dir,
         policies_dir,
         upstream=upstream_server.base_url,
-        redis_url=f"redis://127.0.0.1:{free_port()}/0",
+        redis_url=redis.url.rsplit("/", 1)[0] + "/999",
     )
     server = ProxyServer(cfg, embedder=embedder).start(ready=False)
     try:
@@ -194,13 +306,7 @@ def test_a_proxy_that_cannot_start_says_why(
         while server.state.load_error is None:
             assert time.monotonic() < deadline
             time.sleep(0.05)
-        r = httpx.get(f"{server.url}/readyz")
-        assert r.status_code == 503 and "startup failed" in r.json()["reasons"][0]
-        chat = httpx.post(
-            f"{server.base_url}/chat/completions",
-            json={"model": "pluralism/rules", "messages": [{"role": "user", "content": "hi"}]},
-        )
-        assert chat.status_code == 503
-        assert chat.json()["error"]["message"].startswith("The proxy failed to start")
+        reason = httpx.get(f"{server.url}/readyz").json()["reasons"][0]
+        assert "check the database number" in reason and "internal error" not in reason
     finally:
         server.stop()

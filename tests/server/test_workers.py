@@ -92,5 +92,7 @@ def test_two_workers_answer_count_together_and_reload_together(
                 break
             assert time.monotonic() < deadline, f"a worker kept the old rules: {seen}"
             time.sleep(0.2)
-    audit = (policies / ".audit.jsonl").read_text(encoding="utf-8").splitlines()
+    audit = (
+        (policies.parent / f"{policies.name}.audit.jsonl").read_text(encoding="utf-8").splitlines()
+    )
     assert sum('"tipping-v2"' in line for line in audit) == 1, audit

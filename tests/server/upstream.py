@@ -3,7 +3,8 @@
 `instant_app` answers at once with an echo of the last user message (for overhead and fault
 tests); `model_app` wraps any `ChatModel` (the integration test serves the real SmolLM2).
 An entry of `plan` makes the next request misbehave: "500", "hang", "garbage", "echo-key",
-"slow-stream" (a pause before every streamed piece).
+"quote-key-late" (the key where a 200-character quote ends), "slow-stream" (a pause before every
+streamed piece).
 """
 
 from __future__ import annotations
@@ -59,6 +60,10 @@ class Upstream:
             return JSONResponse({"error": {"message": "boom"}}, status_code=500)
         if fault == "hang":
             await asyncio.sleep(self.hang_s)
+        if fault == "quote-key-late":  # the key straddles a 200-character quote's end
+            auth = request.headers.get("authorization", "").removeprefix("Bearer ")
+            message = f"{'x' * 180} key {auth} was refused"
+            return JSONResponse({"error": {"message": message}}, status_code=401)
         if fault == "echo-key":  # a careless upstream that quotes the key back
             auth = request.headers.get("authorization", "")
             return JSONResponse({"error": {"message": f"bad key {auth}"}}, status_code=401)
