@@ -136,8 +136,24 @@ class OpenAIChatModel:
         return min(max(jittered, retry_after or 0.0), _MAX_SLEEP_S)
 
     async def _retrying(self, once: Callable[[], Awaitable[_Reply[R]]]) -> R:
-        """Call `once` with retries on 429/5xx and dropped connections; a 2xx reply's result."""
+        """Call `once` with retries on 429/5xx and dropped connections; a 2xx reply's result.
+
+        `timeout_s` is one deadline for the whole call, retries and waits included: httpx's
+        own timeout is per read, so an upstream trickling a byte a second would never hit it.
+        """
+        deadline = asyncio.get_running_loop().time() + self.timeout_s
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await self._attempts(once, deadline)
+        except TimeoutError:
+            raise self._error(
+                f"did not answer within {self.timeout_s:g} s; raise timeout_s or check the server.",
+                504,
+            ) from None
+
+    async def _attempts(self, once: Callable[[], Awaitable[_Reply[R]]], deadline: float) -> R:
         attempts = self.max_retries + 1
+        loop = asyncio.get_running_loop()
         for attempt in range(attempts):
             try:
                 reply = await once()
@@ -159,7 +175,15 @@ class OpenAIChatModel:
                 return reply.result
             if reply.status in _RETRY_STATUS and attempt + 1 < attempts:
                 await reply.close()
-                await asyncio.sleep(self._delay(attempt, reply.retry_after))
+                wait = self._delay(attempt, reply.retry_after)
+                if loop.time() + wait >= deadline:
+                    # Waiting would only end in a timeout: say what the server asked for now.
+                    raise self._error(
+                        f"answered HTTP {reply.status} and asked to wait {wait:g} s before "
+                        f"retrying, past the {self.timeout_s:g} s deadline; try again later.",
+                        503 if reply.status in (429, 503) else 502,
+                    )
+                await asyncio.sleep(wait)
                 continue
             detail = self._quote(await reply.body())
             await reply.close()

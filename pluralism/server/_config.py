@@ -54,6 +54,10 @@ class ProxyConfig(BaseModel):
     # the request's own `pluralism.tags`.
     tags: list[str] = Field(default_factory=list)
     max_body_bytes: int = Field(1_000_000, ge=1024)
+    # Requests that run models in this process (every mode but a forwarded `rules`) at once;
+    # one more gets a 503 with Retry-After at once instead of queueing without limit behind
+    # work that takes seconds each.
+    max_model_requests: int = Field(16, ge=1, le=10_000)
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     access_log: bool = False
     # Processes answering requests, each with its own models: one Python process tops out at

@@ -6,10 +6,11 @@ the `pluralism.timings` of a reply describe the same interval.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
-from collections.abc import AsyncGenerator
-from typing import Any
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from typing import Any, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -60,11 +61,19 @@ async def chat_completion(state: ProxyState, request: Request) -> Response:
         req, raw = _chat.parse(await _chat.read_body(request, state.config.max_body_bytes))
         p = _chat.plan(state, req, raw)
         mode = p.mode
-        if p.stream:
-            response = await _start_stream(state, p, t0, clock)
-            streaming = True
-            return response
-        final = await _chat.answer(state, p)
+        release = _admit(state, p)
+        try:
+            if p.stream:
+                response = await _start_stream(state, p, t0, clock, release)
+                streaming = True
+                return response
+            final = await until_disconnect(request, _chat.answer(state, p))
+        finally:
+            if not streaming:
+                release()
+        if final is None:  # the client left: its model work was cancelled, nobody to answer
+            metrics.count(mode, "disconnected")
+            return Response(status_code=499)
         overhead = _finish(state, final, t0, clock, stream=False)
         body = dumps(_completion(p, final))
         return Response(body, media_type="application/json", headers={HEADER: f"{overhead:.3f}"})
@@ -79,6 +88,56 @@ async def chat_completion(state: ProxyState, request: Request) -> Response:
     finally:
         if not streaming:
             metrics.in_flight.dec()
+
+
+T = TypeVar("T")
+
+
+async def until_disconnect(request: Request, work: Awaitable[T]) -> T | None:
+    """`work`'s result, or None once the client disconnects, which cancels `work`: an answer
+    nobody waits for must not hold the model (llama.cpp stops decoding on cancel)."""
+    task = asyncio.ensure_future(work)
+
+    async def watch() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+        task.cancel()
+
+    watcher = asyncio.create_task(watch())
+    try:
+        return await task
+    except asyncio.CancelledError:
+        if watcher.done() and not watcher.cancelled():
+            return None
+        raise
+    finally:
+        watcher.cancel()
+
+
+def _admit(state: ProxyState, p: _chat.Plan) -> Callable[[], None]:
+    """Count a request that runs models here, refusing one beyond `max_model_requests`; the
+    function that uncounts it (once, however often it is called)."""
+    if p.mode == "rules" and state.meta is not None and state.meta.forwards:
+        return lambda: None  # forwarded: the upstream's capacity, not this process's
+    limit = state.config.max_model_requests
+    if state.model_requests >= limit:
+        state.metrics.errors.labels("busy").inc()
+        raise ProxyError(
+            503,
+            f"The proxy is busy: {limit} requests are already running models here "
+            f"(max_model_requests); retry after a few seconds.",
+            code="busy",
+            headers={"retry-after": "5"},
+        )
+    state.model_requests += 1
+    done: list[bool] = []
+
+    def release() -> None:
+        if not done:
+            done.append(True)
+            state.model_requests -= 1
+
+    return release
 
 
 def _not_ready(state: ProxyState) -> ProxyError:
@@ -141,7 +200,9 @@ def _completion_id() -> str:
     return f"chatcmpl-{os.urandom(12).hex()}"
 
 
-async def _start_stream(state: ProxyState, p: _chat.Plan, t0: float, clock: ModelClock) -> Response:
+async def _start_stream(
+    state: ProxyState, p: _chat.Plan, t0: float, clock: ModelClock, release: Callable[[], None]
+) -> Response:
     """Wait for the first piece before answering, so failures before it (bad steer target,
     upstream down) still get a proper status; headers then carry the overhead so far."""
     items = _chat.stream(state, p)
@@ -162,6 +223,7 @@ async def _start_stream(state: ProxyState, p: _chat.Plan, t0: float, clock: Mode
         items,
         _sse(state, p, first, items, t0, clock, first_token, started),
         started,
+        release,
         headers={HEADER: f"{overhead:.3f}", "cache-control": "no-cache"},
     )
 
@@ -177,11 +239,13 @@ class _Stream(StreamingResponse):
         items: AsyncGenerator[_chat.Item, None],
         body: AsyncGenerator[bytes, None],
         started: list[bool],
+        release: Callable[[], None],
         headers: dict[str, str],
     ) -> None:
         super().__init__(body, media_type="text/event-stream", headers=headers)
         self._state, self._plan, self._items, self._body = state, p, items, body
         self._started = started
+        self._release = release
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -193,6 +257,7 @@ class _Stream(StreamingResponse):
                 self._state.metrics.in_flight.dec()
                 await self._items.aclose()
             await self._body.aclose()
+            self._release()
 
 
 async def _sse(

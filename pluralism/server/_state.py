@@ -68,6 +68,8 @@ class ProxyState:
     meta: TimedModel | None = None
     upstream_label: str = "local"
     load_error: str | None = None
+    # Requests running models in this process now (admission control; one event loop).
+    model_requests: int = 0
     # While the start waits for something (Redis), what and why, for /readyz.
     waiting: str | None = None
     closing: threading.Event = field(default_factory=threading.Event)

@@ -62,6 +62,18 @@ class FakeUpstream:
             return JSONResponse(
                 {"error": {"message": "slow down"}}, status_code=429, headers={"Retry-After": "1"}
             )
+        if fault == "retry-after-30":
+            return JSONResponse(
+                {"error": {"message": "busy"}}, status_code=503, headers={"Retry-After": "30"}
+            )
+        if fault == "trickle":  # a valid reply, one byte every 0.2 s: no read ever times out
+
+            async def drip() -> AsyncIterator[bytes]:
+                for byte in json.dumps(_completion("slow")).encode():
+                    yield bytes([byte])
+                    await asyncio.sleep(0.2)
+
+            return StreamingResponse(drip(), media_type="application/json")
         if fault == "hang":
             await asyncio.sleep(self.hang_s)
         if fault == "slow":

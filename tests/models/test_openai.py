@@ -149,6 +149,25 @@ def test_a_key_quoted_near_the_cut_is_masked_before_the_cut(upstream: FakeUpstre
     assert KEY[:10] not in str(info.value), "a prefix of the key survived the quote's cut"
 
 
+def test_the_timeout_is_one_deadline_not_a_per_read_one(upstream: FakeUpstream) -> None:
+    upstream.plan = ["trickle"]  # a byte every 0.2 s: each read is quick, the whole is not
+    started = time.monotonic()
+    with pytest.raises(UpstreamError) as info:
+        make(upstream, timeout_s=1.0, max_retries=0).generate(HELLO)
+    assert info.value.status_code == 504 and "within 1 s" in str(info.value)
+    assert time.monotonic() - started < 3.0
+
+
+def test_a_retry_after_past_the_deadline_fails_at_once(upstream: FakeUpstream) -> None:
+    upstream.plan = ["retry-after-30"]
+    started = time.monotonic()
+    with pytest.raises(UpstreamError) as info:
+        make(upstream, timeout_s=3.0, max_retries=2).generate(HELLO)
+    assert info.value.status_code == 503 and "asked to wait 30 s" in str(info.value)
+    assert time.monotonic() - started < 1.5
+    assert len(upstream.requests) == 1
+
+
 def test_credentials_in_the_url_are_not_quoted(upstream: FakeUpstream) -> None:
     url = upstream.base_url.replace("http://", "http://user:hunter2@")
     upstream.plan = ["garbage"]

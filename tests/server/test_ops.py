@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -309,4 +310,68 @@ def test_a_database_number_redis_lacks_is_named_at_start(
         reason = httpx.get(f"{server.url}/readyz").json()["reasons"][0]
         assert "check the database number" in reason and "internal error" not in reason
     finally:
+        server.stop()
+
+
+def _overton(server: ProxyServer, timeout: float) -> httpx.Response:
+    return httpx.post(
+        f"{server.base_url}/chat/completions",
+        json={"model": "pluralism/overton", "messages": [{"role": "user", "content": "Tip?"}]},
+        timeout=timeout,
+    )
+
+
+def _wait(cond: Callable[[], bool], timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def test_beyond_max_model_requests_a_request_is_refused_at_once(
+    upstream: Upstream, communities_dir: Path, policies_dir: Path, embedder: CachedEmbedder
+) -> None:
+    cfg = config(
+        communities_dir,
+        policies_dir,
+        upstream=upstream.base_url,
+        max_model_requests=1,
+        upstream_timeout_s=10,
+    )
+    server = start_proxy(cfg, embedder)
+    try:
+        upstream.hang_s = 2.0
+        upstream.plan.append("hang")  # the first request's meta answer takes 2 s
+        with ThreadPoolExecutor(1) as pool:
+            first = pool.submit(_overton, server, 30)
+            assert _wait(lambda: server.state.model_requests == 1, 10)
+            started = time.monotonic()
+            busy = _overton(server, 30)
+            assert time.monotonic() - started < 1.0  # refused at once, not queued
+            assert busy.status_code == 503 and busy.json()["error"]["code"] == "busy"
+            assert busy.headers["retry-after"] == "5"
+            assert first.result().status_code == 200
+        assert _overton(server, 30).status_code == 200  # the slot is free again
+    finally:
+        upstream.hang_s = 5.0
+        server.stop()
+
+
+def test_a_client_that_leaves_cancels_its_model_work(
+    upstream: Upstream, communities_dir: Path, policies_dir: Path, embedder: CachedEmbedder
+) -> None:
+    cfg = config(communities_dir, policies_dir, upstream=upstream.base_url, upstream_timeout_s=30)
+    server = start_proxy(cfg, embedder)
+    try:
+        upstream.hang_s = 20.0
+        upstream.plan.append("hang")
+        with pytest.raises(httpx.ReadTimeout):
+            _overton(server, 1.0)  # the client gives up after 1 s of a 20 s answer
+        # Its work is cancelled within moments, not when the 20 s answer would have ended.
+        assert _wait(lambda: server.state.model_requests == 0, 3.0)
+        assert 'status="disconnected"' in httpx.get(f"{server.url}/metrics").text
+    finally:
+        upstream.hang_s = 5.0
         server.stop()
