@@ -175,6 +175,10 @@ class RuleMemory:
         mem.known_communities, mem.known_populations = known_communities, known_populations
         if combine_digests([rule_digest(r) for r in loaded.rules]) != store.version:
             mem.load(loaded.rules, files=loaded.files, source="start")
+        if isinstance(store, RedisRuleStore):
+            # The files are the source of truth: after an outage (Redis restarted empty, or an
+            # edit refused while it was down), publish them again.
+            store.on_reconnect = mem._republish
         if watch:
             mem.watch()
         return mem
@@ -336,6 +340,10 @@ class RuleMemory:
             )
             return False
         return True
+
+    def _republish(self) -> None:
+        if self.directory is not None and self.reload(["(Redis reconnected)"]):
+            log.info("Published the policy files to Redis again (version %s)", self.version)
 
     def watch(self) -> None:
         """Start watching the policies directory (from `from_path`) for edits."""

@@ -14,8 +14,9 @@ import gc
 import json
 import logging
 import threading
+import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -96,6 +97,13 @@ class RedisRuleStore(SnapshotStore):
         )
         self._counter = 0
         self._healthy = False
+        # Called after Redis comes back from an outage (RuleMemory.from_redis with a policies
+        # directory sets it, to publish the files again).
+        self.on_reconnect: Callable[[], None] | None = None
+        # When Redis last came back older than what this replica serves (None: never).
+        self.stale_since: float | None = None
+        # Serving rules Redis no longer holds: the next write anyone makes is adopted whole.
+        self._stale = False
         self.last_error: str | None = None
         self.reconnects = 0
         try:
@@ -219,6 +227,7 @@ class RedisRuleStore(SnapshotStore):
             if counter < self._counter and not force:
                 return
             self._counter = counter
+            self._stale = False
             self._swap(index)
 
     def _apply_ids(self, ids: Sequence[str]) -> None:
@@ -245,7 +254,7 @@ class RedisRuleStore(SnapshotStore):
         with self._write_lock:
             if counter <= self._counter:
                 return  # our own write, already applied, or an old message
-            if counter == self._counter + 1 and msg.get("ids") is not None:
+            if counter == self._counter + 1 and msg.get("ids") is not None and not self._stale:
                 self._apply_ids(msg["ids"])
                 self._counter = counter
                 return
@@ -257,15 +266,19 @@ class RedisRuleStore(SnapshotStore):
             pubsub = self._client.pubsub(ignore_subscribe_messages=True)
             try:
                 pubsub.subscribe(self._key("changes"))
-                # Changes made while we were away arrive as a counter gap: catch up once. A
-                # counter that went *down* means Redis restarted without its data: adopt it.
+                # Changes made while we were away arrive as a counter gap: catch up once.
                 self._check_meta()
                 remote = int(self._client.get(self._key("counter")) or 0)
-                if remote != self._counter:
-                    self._full_reload(force=remote < self._counter)
-                if not self._healthy:
+                if remote < self._counter:
+                    self._refuse_older(remote)
+                elif remote != self._counter:
+                    self._full_reload()
+                back = not self._healthy
+                if back:
                     log.warning("Redis rule store at %s is back; rules are current again", self.url)
                 self._healthy, self.last_error, delay = True, None, 0.1
+                if back and self.on_reconnect is not None:
+                    self.on_reconnect()
                 while not self._stop.is_set():
                     message = pubsub.get_message(timeout=0.5)
                     if message is not None and message.get("type") == "message":
@@ -292,6 +305,23 @@ class RedisRuleStore(SnapshotStore):
                     pubsub.close()
                 except Exception:
                     log.debug("closing a Redis pubsub connection failed", exc_info=True)
+
+    def _refuse_older(self, remote: int) -> None:
+        """Redis came back with less than we saw (restarted empty, or from an old snapshot).
+        Adopting it would serve nothing, or old rules, so the last good rules keep serving;
+        the counter follows Redis, so whatever a publisher writes next is taken up."""
+        with self._write_lock:
+            log.warning(
+                "Redis rule store at %s came back older than the rules served here (change %d, "
+                "had %d): keeping version %s until the policy files are published again",
+                self.url,
+                remote,
+                self._counter,
+                self.version,
+            )
+            self._counter = remote
+            self.stale_since = time.time()
+            self._stale = True
 
     # -- writing ----------------------------------------------------------------------------
     def _write(
@@ -350,6 +380,7 @@ class RedisRuleStore(SnapshotStore):
             if counter == self._counter + 1:
                 self._swap(RuleIndex(rules, vecs, ivf_min_rows=self._ivf_min_rows))
                 self._counter = counter
+                self._stale = False
             else:
                 self._full_reload()
             return self.version
@@ -357,7 +388,7 @@ class RedisRuleStore(SnapshotStore):
     def _catch_up(
         self, counter: int, puts: dict[str, tuple[Rule, Vectors]], dels: Sequence[str]
     ) -> None:
-        if counter == self._counter + 1:
+        if counter == self._counter + 1 and not self._stale:
             self._swap(apply_edits(self._index, puts, dels, ivf_min_rows=self._ivf_min_rows))
             self._counter = counter
         else:  # someone else wrote in between: our snapshot is stale anyway
@@ -377,6 +408,7 @@ class RedisRuleStore(SnapshotStore):
             "counter": self._counter,
             "lexical_ready": self._index.lexical_ready,
             "reconnects": self.reconnects,
+            "stale_since": self.stale_since,
             "last_error": self.last_error,
         }
 

@@ -175,9 +175,14 @@ def test_lost_connection_keeps_serving_and_recovers(
             a.add(rule("y"), vec(0, 1, 0, 0))
         redis_server.start()  # empty again: a restarted Redis without persistence
         assert wait_for(lambda: a.healthy and b.healthy, timeout=10)
-        # A restarted Redis with no data is a counter gap: replicas reload what Redis now holds.
+        # Redis came back with less than the replicas served: they keep the last good rules
+        # rather than adopt an empty store...
+        assert len(a.snapshot()) == len(b.snapshot()) == 1
+        assert b.status()["stale_since"] is not None
+        # ...until someone writes to it, and then they all serve what Redis holds.
         a.add(rule("z"), vec(0, 0, 1, 0))
         assert wait_for(lambda: b.version == a.version)
+        assert [r.id for r in b.snapshot().rules] == ["z"]
         assert b.status()["reconnects"] >= 1
     finally:
         a.close()
@@ -223,3 +228,41 @@ def test_policy_files_seed_redis_once_and_edits_reach_replicas(
     finally:
         m1.close()
         m2.close()
+
+
+def test_a_redis_restarted_empty_gets_the_files_again_and_an_outage_edit_is_kept(
+    redis_server: RedisServer, redis_url: str, tmp_path: Path
+) -> None:
+    d = tmp_path / "policies"
+    d.mkdir()
+    (d / "a.yaml").write_text(
+        'rules:\n  - id: hands\n    text: Wash hands.\n    examples: ["wash?"]\n'
+    )
+    emb = HashEmbedder()
+    publisher = RuleMemory.from_redis(
+        redis_url, embedder=emb, directory=d, watch=True, cache_vectors=False
+    )
+    replica = RuleMemory.from_redis(redis_url, embedder=emb, cache_vectors=False)
+    served: list[list[str]] = []
+
+    def ids(mem: RuleMemory) -> list[str]:
+        now = sorted(r.id for r in mem.rules)
+        served.append(now)
+        return now
+
+    try:
+        assert ids(replica) == ["hands"]
+        redis_server.stop()
+        assert wait_for(lambda: not replica.healthy and not publisher.healthy)
+        (d / "b.yaml").write_text(  # an edit while Redis is down: refused for now, not lost
+            'rules:\n  - id: dogs\n    text: Leash dogs.\n    examples: ["dog?"]\n'
+        )
+        time.sleep(1.0)
+        redis_server.start()  # back, and empty
+        assert wait_for(lambda: ids(replica) == ["dogs", "hands"], timeout=15)
+        assert wait_for(lambda: ids(publisher) == ["dogs", "hands"], timeout=5)
+        assert [] not in served, "a replica served no rules after Redis came back empty"
+        assert publisher.version == replica.version
+    finally:
+        publisher.close()
+        replica.close()
