@@ -64,9 +64,14 @@ async def chat_completion(state: ProxyState, request: Request) -> Response:
         release = _admit(state, p)
         try:
             if p.stream:
-                response = await _start_stream(state, p, t0, clock, release)
+                started = await until_disconnect(
+                    request, _start_stream(state, p, t0, clock, release)
+                )
+                if started is None:  # left before the first piece
+                    metrics.count(mode, "disconnected")
+                    return Response(status_code=499)
                 streaming = True
-                return response
+                return started
             final = await until_disconnect(request, _chat.answer(state, p))
         finally:
             if not streaming:

@@ -313,10 +313,14 @@ def test_a_database_number_redis_lacks_is_named_at_start(
         server.stop()
 
 
-def _overton(server: ProxyServer, timeout: float) -> httpx.Response:
+def _overton(server: ProxyServer, timeout: float, stream: bool = False) -> httpx.Response:
     return httpx.post(
         f"{server.base_url}/chat/completions",
-        json={"model": "pluralism/overton", "messages": [{"role": "user", "content": "Tip?"}]},
+        json={
+            "model": "pluralism/overton",
+            "stream": stream,
+            "messages": [{"role": "user", "content": "Tip?"}],
+        },
         timeout=timeout,
     )
 
@@ -359,8 +363,13 @@ def test_beyond_max_model_requests_a_request_is_refused_at_once(
         server.stop()
 
 
+@pytest.mark.parametrize("stream", [False, True])
 def test_a_client_that_leaves_cancels_its_model_work(
-    upstream: Upstream, communities_dir: Path, policies_dir: Path, embedder: CachedEmbedder
+    stream: bool,
+    upstream: Upstream,
+    communities_dir: Path,
+    policies_dir: Path,
+    embedder: CachedEmbedder,
 ) -> None:
     cfg = config(communities_dir, policies_dir, upstream=upstream.base_url, upstream_timeout_s=30)
     server = start_proxy(cfg, embedder)
@@ -368,7 +377,7 @@ def test_a_client_that_leaves_cancels_its_model_work(
         upstream.hang_s = 20.0
         upstream.plan.append("hang")
         with pytest.raises(httpx.ReadTimeout):
-            _overton(server, 1.0)  # the client gives up after 1 s of a 20 s answer
+            _overton(server, 1.0, stream)  # the client gives up after 1 s of a 20 s answer
         # Its work is cancelled within moments, not when the 20 s answer would have ended.
         assert _wait(lambda: server.state.model_requests == 0, 3.0)
         assert 'status="disconnected"' in httpx.get(f"{server.url}/metrics").text
