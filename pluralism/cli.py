@@ -109,8 +109,12 @@ def ask(
             "--tag", "-t", help="What the prompt is about, for tag-scoped rules (repeat)."
         ),
     ] = None,
-    max_tokens: Annotated[int, typer.Option(help="Tokens for the final answer.")] = 160,
-    draft_tokens: Annotated[int, typer.Option(help="Tokens for each community draft.")] = 64,
+    max_tokens: Annotated[
+        int, typer.Option(min=1, max=8192, help="Tokens for the final answer.")
+    ] = 160,
+    draft_tokens: Annotated[
+        int, typer.Option(min=1, max=8192, help="Tokens for each community draft.")
+    ] = 64,
     seed: Annotated[int | None, typer.Option(help="Sampling seed.")] = None,
     overton_style: Annotated[
         str,

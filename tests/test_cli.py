@@ -88,6 +88,13 @@ def test_values_k_out_of_range_is_a_usage_error() -> None:
     assert proc.returncode == 2 and "Invalid value for '--values-k'" in proc.stderr
 
 
+@pytest.mark.parametrize("flag", ["--max-tokens", "--draft-tokens"])
+def test_a_token_count_below_one_is_a_usage_error(flag: str) -> None:
+    proc = run("ask", "Is tipping required?", flag, "-5", timeout=60)
+    assert proc.returncode == 2 and f"Invalid value for '{flag}'" in proc.stderr
+    assert "ValidationError" not in proc.stderr and "pydantic" not in proc.stderr
+
+
 def test_missing_prompt_is_a_usage_error() -> None:
     proc = run("ask")
     assert proc.returncode == 2

@@ -14,8 +14,8 @@ httpx's request and response objects cost as much CPU as the rest of a pass-thro
 from __future__ import annotations
 
 import asyncio
-import gzip
 import ssl
+import zlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -61,7 +61,9 @@ class LeanTransport(httpx.AsyncBaseTransport):
             await stream.aclose()
         found = dict(headers)
         if found.get(b"content-encoding", b"identity").lower() in (b"gzip", b"x-gzip"):
-            content = gzip.decompress(content)  # not asked for, but some servers send it anyway
+            # Not asked for, but some servers send it anyway; capped, as a few KB of gzip can
+            # unpack to gigabytes.
+            content = _gunzip(content, MAX_REPLY_BYTES)
         return status, found, content
 
     async def _exchange(
@@ -97,6 +99,13 @@ class LeanTransport(httpx.AsyncBaseTransport):
                 raise httpx.ReadError(
                     f"Reading the response failed: {exc}", request=request
                 ) from None
+            length = dict(headers).get(b"content-length")
+            if length is not None and not length.strip().isdigit():
+                writer.close()
+                raise httpx.RemoteProtocolError(
+                    f"The server sent an invalid Content-Length ({length[:40]!r}).",
+                    request=request,
+                )
             stream = _Body(self, key, reader, writer, headers, read_timeout, request)
             return status, headers, stream
         raise AssertionError("unreachable")
@@ -279,3 +288,20 @@ def lean_client(transport: LeanTransport | None = None, **kwargs: Any) -> httpx.
     # The public setter copies into a plain `Cookies`, which would bring extraction back.
     client._cookies = _NoCookies()
     return client
+
+
+# The largest reply body the proxy unpacks: far beyond any chat completion.
+MAX_REPLY_BYTES = 64 * 1024 * 1024
+
+
+def _gunzip(data: bytes, limit: int) -> bytes:
+    unpack = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    try:
+        out = unpack.decompress(data, limit)
+    except zlib.error as exc:
+        raise httpx.RemoteProtocolError(f"The server's gzip reply is damaged: {exc}") from None
+    if unpack.unconsumed_tail:
+        raise httpx.RemoteProtocolError(
+            f"The server's gzip reply unpacks to more than {limit // 2**20} MiB; refused."
+        )
+    return out

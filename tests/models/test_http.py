@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from pluralism.models._http import lean_client
+from pluralism.models._http import MAX_REPLY_BYTES, LeanTransport, lean_client, post_head
 
 
 async def serve(reply: bytes, *, close_after: bool) -> tuple[asyncio.Server, int, list[int]]:
@@ -122,3 +122,35 @@ async def test_a_silent_server_times_out() -> None:
     async with server, lean_client(timeout=0.2) as c:
         with pytest.raises(httpx.ReadTimeout):
             await c.post(f"http://127.0.0.1:{port}/", content=b"")
+
+
+async def test_an_invalid_content_length_is_a_protocol_error(client: httpx.AsyncClient) -> None:
+    reply = b"HTTP/1.1 200 OK\r\ncontent-length: abc\r\n\r\n{}"
+    server, port, _ = await serve(reply, close_after=True)
+    async with server:
+        with pytest.raises(httpx.RemoteProtocolError, match="invalid Content-Length"):
+            await client.post(f"http://127.0.0.1:{port}/", content=b"")
+
+
+async def test_a_gzip_reply_is_unpacked_and_a_gzip_bomb_is_refused() -> None:
+    import gzip
+
+    transport = LeanTransport()
+    small, bomb = gzip.compress(b'{"ok": true}'), gzip.compress(b"0" * (MAX_REPLY_BYTES + 1))
+    assert len(bomb) < 200_000  # a small download...
+    for body, ok in ((small, True), (bomb, False)):
+        reply = (
+            b"HTTP/1.1 200 OK\r\ncontent-encoding: gzip\r\n"
+            + f"content-length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        server, port, _ = await serve(reply, close_after=True)
+        url = httpx.URL(f"http://127.0.0.1:{port}/v1/chat/completions")
+        async with server:
+            if ok:
+                _, _, content = await transport.post(url, post_head(url, {}), b"{}", 5.0)
+                assert content == b'{"ok": true}'
+            else:  # ...that would unpack to more than the cap
+                with pytest.raises(httpx.RemoteProtocolError, match="more than 64 MiB"):
+                    await transport.post(url, post_head(url, {}), b"{}", 5.0)
+    await transport.aclose()
