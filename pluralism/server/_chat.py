@@ -71,6 +71,15 @@ async def read_body(request: Request, limit: int) -> bytes:
         "max_body_bytes in the proxy config.",
         code="request_too_large",
     )
+    kind = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if kind and kind != "application/json" and not kind.endswith("+json"):
+        # A web page may post text/plain or a form to a local proxy without asking first (no
+        # CORS preflight for those), so only JSON is read.
+        raise ProxyError(
+            415,
+            f"The request body is {kind}; send JSON with Content-Type: application/json.",
+            code="unsupported_media_type",
+        )
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise too_big

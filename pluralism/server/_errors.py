@@ -26,6 +26,7 @@ _TYPES = {
     404: "invalid_request_error",
     405: "invalid_request_error",
     413: "invalid_request_error",
+    415: "invalid_request_error",
     500: "server_error",
     502: "upstream_error",
     503: "service_unavailable",

@@ -3,6 +3,7 @@ keeps serving after each."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -181,6 +182,16 @@ def test_bad_input_is_a_clear_openai_error(
     error = assert_error(post(proxy, body), status, code)
     assert error["param"] == param
     still_serving(proxy)
+
+
+@pytest.mark.parametrize(
+    "kind", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"]
+)
+def test_a_body_a_web_page_could_send_unasked_is_refused(proxy: ProxyServer, kind: str) -> None:
+    """Browsers post these cross-site without a CORS preflight: a keyless proxy on localhost
+    must not act on them."""
+    r = post(proxy, json.dumps(GOOD).encode(), headers={"content-type": kind})
+    assert_error(r, 415, "unsupported_media_type")
 
 
 def test_oversized_body_is_413_before_parsing(proxy: ProxyServer) -> None:
