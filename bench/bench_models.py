@@ -94,22 +94,20 @@ class Bare:
             return sum(pool.map(one, batch))
 
 
-def throughput(
-    model: Any, batch: list[list[Message]], repeats: int, count: Callable[[str], int]
-) -> float:
-    """Tokens/s of `model.generate(batch)` (tokens counted by the model's usage when bare)."""
+def throughput(model: Any, batch: list[list[Message]], repeats: int) -> dict[str, Any]:
+    """`model.generate(batch)` timed: the texts (tokens counted later, by the parent process)
+    or, bare, the tokens llama.cpp reports, and the median seconds."""
     if isinstance(model, Bare):
         produced: list[int] = []
         t = median(lambda: produced.append(model.tokens(batch)), repeats)
-        return statistics.median(produced) / t
+        return {"tokens": statistics.median(produced), "s": t}
     texts: list[str] = []
 
     def run() -> None:
         texts[:] = model.generate(batch, GEN)
 
-    t = median(run, repeats)
-    # Both backends share SmolLM2's tokenizer, so one count serves both.
-    return sum(count(text) for text in texts) / t
+    seconds = median(run, repeats)
+    return {"texts": texts, "s": seconds}
 
 
 def overton(plural: Any, repeats: int) -> tuple[float, float]:
@@ -168,7 +166,7 @@ def cold_ask(threads: int) -> float:
     return time.perf_counter() - started
 
 
-def measure(backend: str, n: int, r: int, neighbour: bool) -> dict[str, float]:
+def measure(backend: str, n: int, r: int, neighbour: bool) -> dict[str, Any]:
     """One backend's figures, in this process only: torch's OpenMP pool and llama.cpp's threads
     slow each other down when they share a process (2 threads: 83 -> 37 tok/s), which no
     deployment does, so every backend is measured in a process of its own."""
@@ -183,14 +181,13 @@ def measure(backend: str, n: int, r: int, neighbour: bool) -> dict[str, float]:
         if backend == "local"
         else TransformersChatModel(threads=n)
     )
-    count = token_counter()
-    out: dict[str, float] = {}
+    out: dict[str, Any] = {}
     if backend == "bare":
         model.tokens(one)
     else:
         model.generate(one, GEN)  # warm up
-    out["stream"] = throughput(model, one, r, count)
-    out["drafts"] = throughput(model, five, r, count)
+    out["stream"] = throughput(model, one, r)
+    out["drafts"] = throughput(model, five, r)
     if backend == "bare":
         return out
     plural = pluralism_with(model)
@@ -206,19 +203,21 @@ def measure(backend: str, n: int, r: int, neighbour: bool) -> dict[str, float]:
         time.sleep(2.5)  # the model looks at the free cores every 2 s
         follow.generate(one, GEN)
         out["follow_threads"] = follow.threads
-        out["idle_stream"] = throughput(follow, one, r, count)
+        out["idle_stream"] = throughput(follow, one, r)
         out["idle_overton"], _ = overton(plural, r)
         with Neighbour():
             time.sleep(2.5)  # the model looks at the free cores every 2 s
             follow.generate(one, GEN)
-            out["busy_stream"] = throughput(follow, one, r, count)
+            out["busy_stream"] = throughput(follow, one, r)
             out["busy_overton"], _ = overton(plural, r)
             out["busy_threads"] = follow.threads
     return out
 
 
 def token_counter() -> Callable[[str], int]:
-    """SmolLM2's own tokenizer, read from the GGUF: every backend's text is counted alike."""
+    """SmolLM2's own tokenizer, read from the GGUF: every backend's text is counted alike.
+    Only the parent process loads it: transformers brings torch, whose OpenMP runtime slows
+    llama.cpp in the same process (one Overton answer 8.3 s -> 12-13 s)."""
     from transformers import AutoTokenizer
 
     from pluralism.models._gguf import bundled_gguf
@@ -228,7 +227,15 @@ def token_counter() -> Callable[[str], int]:
     return lambda text: len(tok(text, add_special_tokens=False)["input_ids"])
 
 
-def worker(backend: str, n: int, r: int, neighbour: bool) -> dict[str, float]:
+def rate(measured: dict[str, Any], count: Callable[[str], int]) -> float:
+    """Tokens/s of one `throughput` result."""
+    tokens = measured.get("tokens")
+    if tokens is None:
+        tokens = sum(count(text) for text in measured["texts"])
+    return float(tokens) / float(measured["s"])
+
+
+def worker(backend: str, n: int, r: int, neighbour: bool) -> dict[str, Any]:
     cmd = [sys.executable, __file__, "--worker", backend, "--threads", str(n), "--repeats", str(r)]
     if neighbour:
         cmd.append("--neighbour")
@@ -237,7 +244,7 @@ def worker(backend: str, n: int, r: int, neighbour: bool) -> dict[str, float]:
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"{backend} worker failed:\n{proc.stderr[-3000:]}")
-    result: dict[str, float] = json.loads(proc.stdout.strip().splitlines()[-1])
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
     return result
 
 
@@ -258,6 +265,11 @@ def main() -> None:
     lo = worker("local", n, r, neighbour=True)
     tf = worker("transformers", n, r, neighbour=False)
     b = worker("bare", n, r, neighbour=False)
+    count = token_counter()
+    for result in (lo, tf, b):
+        for key in ("stream", "drafts", "idle_stream", "busy_stream"):
+            if key in result:
+                result[key] = rate(result[key], count)
     print(
         f"{'(a) generation, tok/s':<28}{'local':>10}{'transformers':>14}{'bare':>10}"
         f"{'local/tf':>10}{'local/bare':>12}"
