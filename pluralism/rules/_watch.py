@@ -7,6 +7,7 @@ import logging
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +125,10 @@ def _identity(directory: Path) -> tuple[int, int] | None:
     return (st.st_dev, st.st_ino)
 
 
+def _root_or_policy_file(roots: frozenset[str], change: object, path: str) -> bool:
+    return path in roots or _is_policy_file(change, path)
+
+
 def _is_policy_file(_change: object, path: str) -> bool:
     name = Path(path).name
     return not name.startswith(".") and name.endswith((".yaml", ".yml"))
@@ -158,16 +163,20 @@ class PolicyWatcher:
         from watchfiles import watch
 
         watched: tuple[int, int] | None = None
+        gone = False
         while not self._stop.is_set():
             identity = _identity(self.directory)
             if identity is None:  # gone, perhaps mid-swap: the old rules keep serving
+                gone = True
                 self._ready.set()
                 self._stop.wait(self._poll_ms / 1000)
                 continue
             # Replaced whole (rm -rf and recreate, a rename, a symlink swap): the OS watch was on
             # the old directory, so the new one is read in full once its own watch is in place
-            # (before, a file written in between would be seen by neither).
-            replaced = watched is not None and identity != watched
+            # (before, a file written in between would be seen by neither). A directory that
+            # was gone counts even with the same inode number: file systems reuse them.
+            replaced = gone or (watched is not None and identity != watched)
+            gone = False
             if replaced:
                 log.warning(
                     "%s was replaced; reloading it and watching the new one", self.directory
@@ -177,10 +186,13 @@ class PolicyWatcher:
             # report (a deleted directory's watch goes silent for good): asking it whether the
             # path still names the directory being watched ends the watch on a replacement.
             ended = _Ended(self._stop, self.directory, identity)
+            # The directory's own deletion is reported too: a delete and re-create quicker than
+            # the stop event's look would otherwise leave a watch on a directory that is gone.
+            roots = frozenset({str(self.directory), str(self.directory.resolve())})
             try:
                 for changes in watch(
                     self.directory,
-                    watch_filter=_is_policy_file,
+                    watch_filter=partial(_root_or_policy_file, roots),
                     debounce=self._debounce_ms,
                     rust_timeout=self._poll_ms,
                     yield_on_timeout=True,
@@ -193,7 +205,10 @@ class PolicyWatcher:
                         replaced = False
                         self._on_change([])
                     elif changes:
-                        self._on_change(sorted({p for _, p in changes}))
+                        self._on_change(sorted({p for _, p in changes if p not in roots}))
+                    if any(p in roots for _, p in changes):
+                        gone = True  # the directory itself went: watch whatever is there now
+                        break
             except Exception as exc:  # a vanished directory or a failing reload must not end it
                 self._ready.set()
                 log.error("Watching %s failed (%s); retrying in 1 s", self.directory, exc)

@@ -112,10 +112,17 @@ class ChatModelConformance:
 
     async def test_async_twins_agree_with_sync(self, model: ChatModel) -> None:
         batch = [conv(p, "Name one virtue.") for p in PERSONAS[:2]]
-        assert await model.agenerate(batch, SHORT) == model.generate(batch, SHORT)
+        if self.batch_invariant:
+            assert await model.agenerate(batch, SHORT) == model.generate(batch, SHORT)
+        else:
+            # Two requests may or may not share a decoding step (timing decides), which moves
+            # near ties; each alone is deterministic.
+            for c in batch:
+                assert await model.agenerate([c], SHORT) == model.generate([c], SHORT)
+        tol = 1e-5 if self.batch_invariant else 5e-3
         options = ["yes", "no"]
         sync = model.score("Is honesty always right?", options)
         got = await model.ascore("Is honesty always right?", options)
-        assert got == pytest.approx(sync, abs=1e-5)
+        assert got == pytest.approx(sync, abs=tol)
         rows = await model.ascore_batch(["Is honesty always right?"], options)
-        assert rows[0] == pytest.approx(sync, abs=1e-5)
+        assert rows[0] == pytest.approx(sync, abs=tol)
