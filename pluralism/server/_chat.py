@@ -7,6 +7,7 @@ means the same thing streamed or not.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
@@ -63,8 +64,22 @@ class Final:
     completion: dict[str, Any] | None = None
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The body, refused with 413 as soon as it passes `limit` bytes (before any parsing)."""
+async def read_body(request: Request, limit: int, timeout_s: float = 30.0) -> bytes:
+    """The body, refused with 413 as soon as it passes `limit` bytes (before any parsing), and
+    with 408 when it takes longer than `timeout_s` to arrive."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await _read_body(request, limit)
+    except TimeoutError:
+        raise ProxyError(
+            408,
+            f"The request body did not arrive within {timeout_s:g} s; send it at once (or raise "
+            f"body_timeout_s in the proxy config).",
+            code="body_timeout",
+        ) from None
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
     too_big = ProxyError(
         413,
         f"The request body is over the {limit:,}-byte limit; shorten the conversation or raise "

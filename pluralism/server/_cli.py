@@ -101,6 +101,7 @@ def serve(
         "loop": "auto",
         "http": "auto",
         "timeout_graceful_shutdown": 10,
+        "limit_concurrency": cfg.max_connections,
     }
     if cfg.workers == 1:
         uvicorn.run(create_app(cfg), **options)

@@ -54,6 +54,12 @@ class ProxyConfig(BaseModel):
     # the request's own `pluralism.tags`.
     tags: list[str] = Field(default_factory=list)
     max_body_bytes: int = Field(1_000_000, ge=1024)
+    # Seconds a client may take to send its whole body; a slower one gets a 408, so a
+    # thousand slow connections cannot hold the proxy.
+    body_timeout_s: float = Field(30.0, gt=0, le=3600)
+    # Open connections per process beyond which new ones get a 503 at once (uvicorn's
+    # limit_concurrency).
+    max_connections: int = Field(1000, ge=1, le=1_000_000)
     # Requests that run models in this process (every mode but a forwarded `rules`) at once;
     # one more gets a 503 with Retry-After at once instead of queueing without limit behind
     # work that takes seconds each.

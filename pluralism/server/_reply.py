@@ -58,7 +58,9 @@ async def chat_completion(state: ProxyState, request: Request) -> Response:
         authorize(state, request)
         if not state.ready:
             raise _not_ready(state)
-        req, raw = _chat.parse(await _chat.read_body(request, state.config.max_body_bytes))
+        req, raw = _chat.parse(
+            await _chat.read_body(request, state.config.max_body_bytes, state.config.body_timeout_s)
+        )
         p = _chat.plan(state, req, raw)
         mode = p.mode
         release = _admit(state, p)

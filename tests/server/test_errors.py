@@ -4,6 +4,8 @@ keeps serving after each."""
 from __future__ import annotations
 
 import json
+import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -288,3 +290,26 @@ def test_an_unexpected_bug_is_a_500_without_a_trace(
     assert error["type"] == "server_error"
     monkeypatch.undo()
     still_serving(proxy)
+
+
+def test_a_body_that_never_finishes_is_a_408(
+    upstream_server: Upstream, communities_dir: Path, policies_dir: Path, embedder: CachedEmbedder
+) -> None:
+    """A client announcing 100 bytes and sending 8 holds a connection until the deadline only."""
+    cfg = config(
+        communities_dir, policies_dir, upstream=upstream_server.base_url, body_timeout_s=0.5
+    )
+    server = start_proxy(cfg, embedder)
+    try:
+        with socket.create_connection(("127.0.0.1", server.port)) as conn:
+            conn.sendall(
+                b"POST /v1/chat/completions HTTP/1.1\r\nhost: proxy\r\n"
+                b"content-type: application/json\r\ncontent-length: 100\r\n\r\n" + b'{"model"'
+            )
+            conn.settimeout(10)
+            started = time.monotonic()
+            reply = conn.recv(65536)
+        assert reply.startswith(b"HTTP/1.1 408") and b'"code":"body_timeout"' in reply
+        assert time.monotonic() - started < 3
+    finally:
+        server.stop()

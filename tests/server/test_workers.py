@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -96,3 +97,47 @@ def test_two_workers_answer_count_together_and_reload_together(
         (policies.parent / f"{policies.name}.audit.jsonl").read_text(encoding="utf-8").splitlines()
     )
     assert sum('"tipping-v2"' in line for line in audit) == 1, audit
+
+
+def test_connections_beyond_max_connections_are_turned_away(
+    tmp_path: Path, upstream_server: Upstream, communities_dir: Path
+) -> None:
+    """`max_connections` reaches the server: with 2 held open, a third is refused at once."""
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "tipping.yaml").write_text(RULES, encoding="utf-8")
+    port = free_port()
+    config = {
+        "port": port,
+        "upstream": upstream_server.base_url,
+        "upstream_model": "chatbot",
+        "communities": str(communities_dir),
+        "policies": str(policies),
+        "max_connections": 2,
+        "log_level": "warning",
+    }
+    (tmp_path / "pluralism.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pluralism", "serve", "--config", str(tmp_path / "pluralism.yaml")],
+        env=env,
+    )
+    url = f"http://127.0.0.1:{port}"
+    held: list[socket.socket] = []
+    try:
+        wait_all_ready(url, in_a_row=1, timeout_s=240, alive=lambda: proc.poll() is None)
+        held = [socket.create_connection(("127.0.0.1", port)) for _ in range(2)]
+        time.sleep(0.3)  # both accepted and counted
+        assert httpx.get(f"{url}/healthz", timeout=10).status_code == 503
+        for conn in held:
+            conn.close()
+        time.sleep(0.3)
+        assert httpx.get(f"{url}/healthz", timeout=10).status_code == 200
+    finally:
+        for conn in held:
+            conn.close()
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
