@@ -7,6 +7,7 @@ edit and keeps the last good rules, a start-up raises one `ConfigError`).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,6 +98,10 @@ class LoadedPolicies:
             raise ConfigError(f"{first.message}{more}", path=first.path, line=first.line)
 
 
+# libyaml's parser with PyYAML's safe constructor, where the wheel was built with libyaml.
+_SafeLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def policy_files(directory: Path) -> list[Path]:
     return sorted(
         p
@@ -152,13 +157,34 @@ def _friendly(err: ErrorDetails, raw: Any) -> str:
     return f"`{loc}`: {err['msg']}; fix the value"
 
 
+@dataclass
+class _Parsed:
+    """One file's rules and problems, as checks within the file left them; ids it claims
+    (with the line of their `id:`) are checked against other files when the set is merged."""
+
+    key: tuple[bytes, frozenset[str] | None, frozenset[str] | None]
+    rules: list[Rule]
+    problems: list[LintProblem]
+    where: dict[str, tuple[str, int]]
+    id_lines: dict[str, int | None]
+
+
+# path -> its last parse; a reload parses again only the files whose content changed.
+ParseCache = dict[str, _Parsed]
+
+
 def load_policies(
     directory: str | Path,
     *,
     known_communities: Iterable[str] | None = DEFAULT_COMMUNITIES,
     known_populations: Iterable[str] | None = None,
+    cache: ParseCache | None = None,
 ) -> LoadedPolicies:
-    """Read every policy file in `directory`; problems are collected, never raised."""
+    """Read every policy file in `directory`; problems are collected, never raised.
+
+    With `cache` (kept by the caller between calls), files unchanged since the last call are
+    not parsed again: an edit costs the files it touched, not the whole set.
+    """
     root = Path(directory)
     out = LoadedPolicies()
     if not root.is_dir():
@@ -172,8 +198,8 @@ def load_policies(
             )
         )
         return out
-    communities = set(known_communities) if known_communities is not None else None
-    populations = set(known_populations) if known_populations is not None else None
+    communities = frozenset(known_communities) if known_communities is not None else None
+    populations = frozenset(known_populations) if known_populations is not None else None
     files = policy_files(root)
     if not files:
         out.problems.append(
@@ -181,14 +207,81 @@ def load_policies(
                 str(root), None, "no *.yaml rule files here: add one (see docs/rules.md)", "warning"
             )
         )
+    seen: set[str] = set()
     for path in files:
-        out.files.append(str(path))
-        _load_file(path, out, communities, populations)
+        name = str(path)
+        out.files.append(name)
+        seen.add(name)
+        parsed = _parse_cached(path, communities, populations, cache)
+        _merge(out, name, parsed)
+    if cache is not None:
+        for gone in set(cache) - seen:
+            del cache[gone]
     return out
 
 
+def _parse_cached(
+    path: Path,
+    communities: frozenset[str] | None,
+    populations: frozenset[str] | None,
+    cache: ParseCache | None,
+) -> _Parsed:
+    # By content, not mtime: two saves within one clock tick can share an mtime and a size.
+    # Hashing is cheap next to parsing (~0.2 s for 100 MB of rule files).
+    try:
+        if path.stat().st_size > MAX_FILE_BYTES:
+            raise OSError  # refused unread by _load_file
+        digest = hashlib.blake2b(path.read_bytes(), digest_size=16).digest()
+    except OSError:
+        digest = b""
+    key = (digest, communities, populations)
+    hit = cache.get(str(path)) if cache is not None else None
+    if hit is not None and hit.key == key and digest:
+        return hit
+    part = LoadedPolicies()
+    id_lines: dict[str, int | None] = {}
+    _load_file(
+        path,
+        part,
+        set(communities) if communities is not None else None,
+        set(populations) if populations is not None else None,
+        id_lines,
+    )
+    parsed = _Parsed(key, part.rules, part.problems, part.where, id_lines)
+    if cache is not None:
+        cache[str(path)] = parsed
+    return parsed
+
+
+def _merge(out: LoadedPolicies, name: str, parsed: _Parsed) -> None:
+    """Add one file's parse to the set: an id another file already claimed is a duplicate."""
+    duplicates: set[str] = set()
+    problems = list(parsed.problems)
+    for rid, (where_file, where_line) in parsed.where.items():
+        if rid in out.where:
+            first_file, first_line = out.where[rid]
+            problems.append(
+                LintProblem(
+                    name,
+                    parsed.id_lines.get(rid) or where_line,
+                    f"duplicate id {rid!r} (first defined at {first_file}:{first_line}): "
+                    "rename one of them",
+                    rule_id=rid,
+                )
+            )
+            duplicates.add(rid)
+        else:
+            out.where[rid] = (where_file, where_line)
+    out.problems.extend(problems)
+    out.rules.extend(r for r in parsed.rules if r.id not in duplicates)
+
+
 def _load_file(
-    path: Path, out: LoadedPolicies, communities: set[str] | None, populations: set[str] | None
+    path: Path,
+    out: LoadedPolicies,
+    communities: set[str] | None,
+    populations: set[str] | None,
+    id_lines: dict[str, int | None],
 ) -> None:
     name = str(path)
     try:
@@ -213,8 +306,7 @@ def _load_file(
         )
         return
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        root, data = _parse_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         problem = getattr(exc, "problem", None) or "invalid YAML"
@@ -248,7 +340,19 @@ def _load_file(
             )
         )
     for i, raw in enumerate(data["rules"]):
-        _load_rule(name, root, i, raw, out, communities, populations)
+        _load_rule(name, root, i, raw, out, communities, populations, id_lines)
+
+
+def _parse_yaml(text: str) -> tuple[yaml.Node | None, Any]:
+    """The node tree (for line numbers) and the data, from one pass of libyaml where PyYAML
+    has it (about 10x faster than the pure-Python parser on large files)."""
+    loader = _SafeLoader(text)
+    try:
+        root = loader.get_single_node()
+        data = loader.construct_document(root) if root is not None else None
+    finally:
+        loader.dispose()
+    return root, data
 
 
 def _load_rule(
@@ -259,6 +363,7 @@ def _load_rule(
     out: LoadedPolicies,
     communities: set[str] | None,
     populations: set[str] | None,
+    id_lines: dict[str, int | None],
 ) -> None:
     at = _line(root, ["rules", i])
     if not isinstance(raw, dict):
@@ -290,6 +395,7 @@ def _load_rule(
             )
         )
         ok = False
+    id_lines.setdefault(rule.id, _line(root, ["rules", i, "id"]))
     if rule.id in out.where:
         first_file, first_line = out.where[rule.id]
         out.problems.append(

@@ -12,7 +12,7 @@ import numpy as np
 
 from pluralism.embedding import Embedder, Vectors, default_embedder
 from pluralism.errors import ConfigError, RuleStoreError
-from pluralism.rules._files import DEFAULT_COMMUNITIES, load_policies
+from pluralism.rules._files import DEFAULT_COMMUNITIES, ParseCache, load_policies
 from pluralism.rules._index import FusionWeights, RuleIndex, combine_digests, rule_digest
 from pluralism.rules._memory_store import InMemoryRuleStore
 from pluralism.rules._store import RuleStore
@@ -62,6 +62,8 @@ class RuleMemory:
         self.known_communities: Iterable[str] | None = DEFAULT_COMMUNITIES
         self.known_populations: Iterable[str] | None = None
         self._watcher: PolicyWatcher | None = None
+        # Each policy file's last parse: a reload re-reads only the files that changed.
+        self._parsed: ParseCache = {}
 
     # -- construction -----------------------------------------------------------------------
     @classmethod
@@ -96,8 +98,12 @@ class RuleMemory:
         directory.
         """
         root = Path(directory)
+        parsed: ParseCache = {}
         loaded = load_policies(
-            root, known_communities=known_communities, known_populations=known_populations
+            root,
+            known_communities=known_communities,
+            known_populations=known_populations,
+            cache=parsed,
         )
         loaded.raise_for_errors()
         emb = embedder or default_embedder()
@@ -105,6 +111,7 @@ class RuleMemory:
             audit_log if audit_log is not None else default_audit_path(root, watch=watch)
         )
         mem = cls(InMemoryRuleStore(emb.dim), emb, audit_log=audit, **kwargs)
+        mem._parsed = parsed
         mem.directory = root
         mem.known_communities, mem.known_populations = known_communities, known_populations
         mem.load(loaded.rules, files=loaded.files, source="start")
@@ -159,8 +166,12 @@ class RuleMemory:
         if directory is None:
             return cls(store, emb, **kwargs)
         root = Path(directory)
+        parsed: ParseCache = {}
         loaded = load_policies(
-            root, known_communities=known_communities, known_populations=known_populations
+            root,
+            known_communities=known_communities,
+            known_populations=known_populations,
+            cache=parsed,
         )
         try:
             loaded.raise_for_errors()
@@ -171,6 +182,7 @@ class RuleMemory:
             audit_log if audit_log is not None else default_audit_path(root, watch=watch)
         )
         mem = cls(store, emb, audit_log=audit, **kwargs)
+        mem._parsed = parsed
         mem.directory = root
         mem.known_communities, mem.known_populations = known_communities, known_populations
         if combine_digests([rule_digest(r) for r in loaded.rules]) != store.version:
@@ -313,6 +325,7 @@ class RuleMemory:
             self.directory,
             known_communities=self.known_communities,
             known_populations=self.known_populations,
+            cache=self._parsed,
         )
         if loaded.errors:
             problems = [str(p) for p in loaded.errors]

@@ -8,6 +8,7 @@ import pytest
 
 from pluralism.errors import ConfigError
 from pluralism.rules import lint_policies, load_policies
+from pluralism.rules._files import ParseCache
 
 GOOD = """\
 rules:
@@ -131,3 +132,25 @@ def test_raise_for_errors_is_one_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_policies(tmp_path).raise_for_errors()
     assert "a.yaml:3" in str(info.value) and "pluralism policies lint" in str(info.value)
+
+
+def test_with_a_cache_only_edited_files_are_read_again(tmp_path: Path) -> None:
+    write(tmp_path, "a.yaml", GOOD)
+    write(tmp_path, "b.yaml", "rules:\n  - id: other\n    text: x\n")
+    cache: ParseCache = {}
+    first = load_policies(tmp_path, cache=cache)
+    kept = cache[str(tmp_path / "a.yaml")]
+    write(tmp_path, "b.yaml", "rules:\n  - id: other\n    text: y\n")
+    second = load_policies(tmp_path, cache=cache)
+    assert cache[str(tmp_path / "a.yaml")] is kept  # not parsed again
+    assert [r.text for r in second.rules if r.id == "other"] == ["y"]
+    assert [r.id for r in second.rules] == [r.id for r in first.rules]
+    # A duplicate across files is still found when one side comes from the cache...
+    write(tmp_path, "b.yaml", "rules:\n  - id: respect-religion\n    text: z\n")
+    dup = load_policies(tmp_path, cache=cache)
+    assert any("duplicate id 'respect-religion'" in p.message for p in dup.errors)
+    assert [r.id for r in dup.rules].count("respect-religion") == 1
+    # ...and a deleted file leaves the cache.
+    (tmp_path / "b.yaml").unlink()
+    load_policies(tmp_path, cache=cache)
+    assert str(tmp_path / "b.yaml") not in cache
