@@ -200,6 +200,14 @@ def _text(message: ChatMessage, index: int) -> str:
         return content or ""
     pieces = []
     for part in content:
+        if part.type == "text" and part.text is None:
+            raise ProxyError(
+                400,
+                f"Message {index} has a text part without `text`; put the text in it, or drop "
+                "the part.",
+                code="invalid_value",
+                param=f"messages.{index}.content",
+            )
         if part.type != "text" or part.text is None:
             raise ProxyError(
                 400,

@@ -160,6 +160,13 @@ def still_serving(proxy: ProxyServer) -> None:
             None,
         ),
         (
+            b'{"model": "pluralism/overton", "messages": [{"role": "user", "content": '
+            b'[{"type": "text"}]}]}',
+            400,
+            "invalid_value",
+            "messages.0.content",
+        ),
+        (
             b'{"model": "pluralism/rules", "stream": "yes", '
             b'"messages": [{"role": "user", "content": "hi"}]}',
             400,
