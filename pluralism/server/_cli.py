@@ -100,7 +100,7 @@ def serve(
         # uvloop and httptools when installed: they halve the proxy's own overhead.
         "loop": "auto",
         "http": "auto",
-        "timeout_graceful_shutdown": 10,
+        "timeout_graceful_shutdown": cfg.shutdown_timeout_s,
         "limit_concurrency": cfg.max_connections,
     }
     if cfg.workers == 1:

@@ -60,6 +60,9 @@ class ProxyConfig(BaseModel):
     # Open connections per process beyond which new ones get a 503 at once (uvicorn's
     # limit_concurrency).
     max_connections: int = Field(1000, ge=1, le=1_000_000)
+    # On SIGTERM: stop accepting, let running requests finish for this long, then cancel them
+    # (each gets a 503 `shutting_down`) and exit.
+    shutdown_timeout_s: float = Field(10.0, ge=0, le=3600)
     # Requests that run models in this process (every mode but a forwarded `rules`) at once;
     # one more gets a 503 with Retry-After at once instead of queueing without limit behind
     # work that takes seconds each.

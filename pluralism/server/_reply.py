@@ -92,6 +92,18 @@ async def chat_completion(state: ProxyState, request: Request) -> Response:
         if isinstance(exc, ProxyError):
             headers.update(exc.headers)
         return error_response(status, message, code, param, headers)
+    except asyncio.CancelledError:
+        # The server is stopping and its grace period is over (a client leaving is handled
+        # above): the work is cancelled, and the client gets a reason it can act on instead
+        # of the server's bare 500.
+        metrics.count(mode, "503")
+        return error_response(
+            503,
+            "The proxy is shutting down; retry, and another replica (or this one, restarted) "
+            "will answer.",
+            "shutting_down",
+            headers={"retry-after": "1"},
+        )
     finally:
         if not streaming:
             metrics.in_flight.dec()

@@ -141,3 +141,56 @@ def test_connections_beyond_max_connections_are_turned_away(
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def test_sigterm_cancels_what_outlives_the_grace_period_and_exits_within_it(
+    tmp_path: Path, upstream_server: Upstream, communities_dir: Path
+) -> None:
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "tipping.yaml").write_text(RULES, encoding="utf-8")
+    port = free_port()
+    config = {
+        "port": port,
+        "upstream": upstream_server.base_url,
+        "upstream_model": "chatbot",
+        "upstream_timeout_s": 30,
+        "communities": str(communities_dir),
+        "policies": str(policies),
+        "shutdown_timeout_s": 1,
+        "log_level": "warning",
+    }
+    (tmp_path / "pluralism.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pluralism", "serve", "--config", str(tmp_path / "pluralism.yaml")],
+        env=env,
+    )
+    url = f"http://127.0.0.1:{port}"
+    upstream_server.hang_s = 20.0
+    try:
+        wait_all_ready(url, in_a_row=1, timeout_s=240, alive=lambda: proc.poll() is None)
+        upstream_server.plan.append("hang")  # the meta answer would take 20 s
+        with ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(
+                httpx.post,
+                f"{url}/v1/chat/completions",
+                json={
+                    "model": "pluralism/overton",
+                    "messages": [{"role": "user", "content": "Tip?"}],
+                },
+                timeout=30,
+            )
+            time.sleep(1.0)
+            stopped = time.monotonic()
+            proc.terminate()
+            proc.wait(timeout=15)
+            assert time.monotonic() - stopped < 5  # the 1 s grace period, not the 20 s answer
+            reply = pending.result()
+        assert reply.status_code == 503
+        assert reply.json()["error"]["code"] == "shutting_down"
+    finally:
+        upstream_server.hang_s = 5.0
+        upstream_server.plan.clear()
+        if proc.poll() is None:
+            proc.kill()
