@@ -65,8 +65,15 @@ class ProxyConfig(BaseModel):
     shutdown_timeout_s: float = Field(10.0, ge=0, le=3600)
     # Requests that run models in this process (every mode but a forwarded `rules`) at once;
     # one more gets a 503 with Retry-After at once instead of queueing without limit behind
-    # work that takes seconds each.
-    max_model_requests: int = Field(16, ge=1, le=10_000)
+    # work that takes seconds each. Unset: one per core (bench/bench_overload.py: on 2 cores,
+    # 2 answered every request inside a 30 s client timeout, 4 let some time out).
+    max_model_requests: int | None = Field(None, ge=1, le=10_000)
+
+    def model_request_limit(self) -> int:
+        from pluralism._threads import usable_cores
+
+        return self.max_model_requests or usable_cores()
+
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     access_log: bool = False
     # Processes answering requests, each with its own models: one Python process tops out at

@@ -138,7 +138,7 @@ def _admit(state: ProxyState, p: _chat.Plan) -> Callable[[], None]:
     function that uncounts it (once, however often it is called)."""
     if p.mode == "rules" and state.meta is not None and state.meta.forwards:
         return lambda: None  # forwarded: the upstream's capacity, not this process's
-    limit = state.config.max_model_requests
+    limit = state.config.model_request_limit()
     if state.model_requests >= limit:
         state.metrics.errors.labels("busy").inc()
         raise ProxyError(
