@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from typing import Protocol, runtime_checkable
 
+from pluralism.errors import InputError
 from pluralism.types import GenerationParams, Message
 
 Conversation = Sequence[Message]
@@ -97,3 +98,24 @@ class SyncChatModel:
         self, prompts: Sequence[str | Conversation], options: Sequence[str]
     ) -> list[list[float]]:
         return await asyncio.to_thread(self.score_batch, prompts, options)
+
+
+def check_adapter_names(
+    adapters: Sequence[str | None] | None, rows: int, loaded: Collection[str]
+) -> list[str | None]:
+    """One adapter name (or None, the base model) per row, each one a backend has `loaded`;
+    every backend with adapters checks a request's names here."""
+    if adapters is None:
+        return [None] * rows
+    if len(adapters) != rows:
+        raise InputError(
+            f"Got {len(adapters)} adapter names for {rows} conversations; pass one per "
+            f"conversation (None for the base model)."
+        )
+    unknown = sorted({a for a in adapters if a is not None and a not in loaded})
+    if unknown:
+        raise InputError(
+            f"Unknown adapter(s) {', '.join(unknown)}; load them first with "
+            f"load_adapter(name, path)."
+        )
+    return list(adapters)

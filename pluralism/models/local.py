@@ -33,7 +33,7 @@ from pluralism.models._gguf import (
     lora_gguf,
 )
 from pluralism.models._llama import raise_for_error, start_server
-from pluralism.models._protocol import Conversation, as_conversation
+from pluralism.models._protocol import Conversation, as_conversation, check_adapter_names
 from pluralism.models._stops import cut_at_stop
 from pluralism.types import GenerationParams
 
@@ -202,20 +202,7 @@ class LocalChatModel:
         ]
 
     def _check_adapters(self, adapters: Sequence[str | None] | None, rows: int) -> list[str | None]:
-        if adapters is None:
-            return [None] * rows
-        if len(adapters) != rows:
-            raise InputError(
-                f"Got {len(adapters)} adapter names for {rows} conversations; pass one per "
-                f"conversation (None for the base model)."
-            )
-        unknown = sorted({a for a in adapters if a is not None and a not in self._adapters})
-        if unknown:
-            raise InputError(
-                f"Unknown adapter(s) {', '.join(unknown)}; load them first with "
-                f"load_adapter(name, path)."
-            )
-        return list(adapters)
+        return check_adapter_names(adapters, rows, self._adapters)
 
     # -- one request ----------------------------------------------------------------------------
 

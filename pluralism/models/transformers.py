@@ -22,7 +22,7 @@ from pluralism.errors import ConfigError, InputError, ModelError, ModelPackageMi
 from pluralism.models import _hf_cache as cache
 from pluralism.models import _hf_score as _score
 from pluralism.models._choices import LETTERS, check_options, choice_conversation, shifts, unshift
-from pluralism.models._protocol import Conversation, SyncChatModel
+from pluralism.models._protocol import Conversation, SyncChatModel, check_adapter_names
 from pluralism.models._stops import StopFilter, cut_at_stop
 from pluralism.types import GenerationParams
 
@@ -134,23 +134,11 @@ class TransformersChatModel(SyncChatModel):
         return frozenset(self._adapters)
 
     def _adapter_kwargs(self, adapters: Sequence[str | None] | None, rows: int) -> dict[str, Any]:
-        if adapters is None:
-            # A peft-wrapped model would otherwise apply its active adapter to every row.
-            return {"adapter_names": [BASE_ADAPTER] * rows} if self._adapters else {}
-        if len(adapters) != rows:
-            raise InputError(
-                f"Got {len(adapters)} adapter names for {rows} conversations; pass one per "
-                f"conversation (None for the base model)."
-            )
-        unknown = sorted({a for a in adapters if a is not None and a not in self._adapters})
-        if unknown:
-            raise InputError(
-                f"Unknown adapter(s) {', '.join(unknown)}; load them first with "
-                f"load_adapter(name, path)."
-            )
+        names = check_adapter_names(adapters, rows, self._adapters)
         if not self._adapters:
             return {}
-        return {"adapter_names": [a or BASE_ADAPTER for a in adapters]}
+        # A peft-wrapped model would otherwise apply its active adapter to every row.
+        return {"adapter_names": [a or BASE_ADAPTER for a in names]}
 
     # -- generation -------------------------------------------------------------------------
 

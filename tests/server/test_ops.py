@@ -197,10 +197,7 @@ def test_a_proxy_started_before_redis_waits_says_why_and_then_serves(
     )
     server = ProxyServer(cfg, embedder=embedder).start(ready=False)
     try:
-        deadline = time.monotonic() + 30
-        while server.state.waiting is None:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        assert _wait(lambda: server.state.waiting is not None, 30)
         r = httpx.get(f"{server.url}/readyz")
         assert r.status_code == 503
         assert "unreachable" in r.json()["reasons"][0] and "Retrying in" in r.json()["reasons"][0]
@@ -269,10 +266,7 @@ def test_a_redis_password_never_reaches_a_reply_or_the_log(
     caplog.set_level("DEBUG")
     server = ProxyServer(cfg, embedder=embedder).start(ready=False)
     try:
-        deadline = time.monotonic() + 30
-        while server.state.waiting is None:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        assert _wait(lambda: server.state.waiting is not None, 30)
         ready = httpx.get(f"{server.url}/readyz")
         chat = httpx.post(
             f"{server.base_url}/chat/completions",
@@ -303,10 +297,7 @@ def test_a_database_number_redis_lacks_is_named_at_start(
     )
     server = ProxyServer(cfg, embedder=embedder).start(ready=False)
     try:
-        deadline = time.monotonic() + 30
-        while server.state.load_error is None:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        assert _wait(lambda: server.state.load_error is not None, 30)
         reason = httpx.get(f"{server.url}/readyz").json()["reasons"][0]
         assert "check the database number" in reason and "internal error" not in reason
     finally:
