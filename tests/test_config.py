@@ -86,3 +86,11 @@ def test_missing_and_empty_directories(tmp_path: Path) -> None:
         load_communities(tmp_path / "nope")
     with pytest.raises(ConfigError, match="holds no community files"):
         load_communities(tmp_path)
+
+
+def test_lora_on_the_embedded_model_points_to_the_adapter_field(tmp_path: Path) -> None:
+    write(tmp_path, "f.yaml", GOOD + "model:\n  backend: local\n  lora: europe\n")
+    with pytest.raises(ConfigError, match=r"f\.yaml:9: .*`lora` names an adapter on a llama\.cpp"):
+        load_communities(tmp_path)
+    with pytest.raises(ConfigError, match=r"put the adapter folder in the community's `adapter:`"):
+        load_communities(tmp_path)

@@ -168,6 +168,13 @@ def test_a_retry_after_past_the_deadline_fails_at_once(upstream: FakeUpstream) -
     assert len(upstream.requests) == 1
 
 
+def test_lora_against_a_server_without_adapters_says_it_needs_llama_cpp(
+    upstream: FakeUpstream,
+) -> None:
+    with pytest.raises(UpstreamError, match=r"has no LoRA adapter list.*llama\.cpp server"):
+        make(upstream, lora="europe").generate(HELLO)
+
+
 def test_credentials_in_the_url_are_not_quoted(upstream: FakeUpstream) -> None:
     url = upstream.base_url.replace("http://", "http://user:hunter2@")
     upstream.plan = ["garbage"]
